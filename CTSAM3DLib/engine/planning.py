@@ -1,0 +1,113 @@
+"""Patch planning and blending: where patches go, when CPP expands, how overlaps merge.
+
+Policy (documented in README "How CPP expansion works"):
+- A click inside the core of an existing patch of the target (at least ``CORE_MARGIN``
+  voxels from its border) refines that patch; otherwise a new patch is centred on it.
+- Neighbours sit at ``STRIDE`` = 48 model voxels (72 mm) from a patch, so adjacent
+  patches overlap by ``OVERLAP`` = 16 voxels. Neighbour V of patch U is visited only if
+  U's binary mask has foreground in the overlap slab shared with V, i.e. the structure
+  demonstrably continues into V, and no patch of the target already covers V.
+- Overlapping predictions are blended with separable tent weights that fall towards each
+  patch's border, so the blended probability is continuous across patch borders (no seams).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Mapping
+
+import numpy as np
+
+from CTSAM3DLib.aliases import IJK
+from CTSAM3DLib.geometry.model_space import PATCH_SIZE
+
+# Distance in model voxels between the starts of neighbouring patches.
+STRIDE = 48
+# Width in voxels of the slab two neighbouring patches share.
+OVERLAP = PATCH_SIZE - STRIDE
+# A click this many voxels inside a patch's border refines that patch.
+CORE_MARGIN = 12
+# The 26 neighbour directions (dx, dy, dz), faces first, then edges, then corners.
+NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
+    (d for d in itertools.product((-1, 0, 1), repeat=3) if d != (0, 0, 0)), key=lambda d: sum(map(abs, d))))
+
+
+def patch_for_click(point_model: np.ndarray, starts: list[IJK]) -> IJK | None:
+    """The existing patch whose core holds ``point_model`` (x, y, z), nearest centre first."""
+    best, best_d = None, np.inf
+    for s in starts:
+        local = point_model - np.asarray(s)
+        if np.all(local >= CORE_MARGIN) and np.all(local <= PATCH_SIZE - 1 - CORE_MARGIN):
+            d = float(np.abs(local - (PATCH_SIZE - 1) / 2).max())
+            if d < best_d:
+                best, best_d = s, d
+    return best
+
+
+def centred_start(point_model: np.ndarray) -> IJK:
+    """Start of the patch centred on ``point_model`` (x, y, z): the click lands at voxel 32."""
+    return tuple(int(v) for v in np.round(point_model).astype(int) - PATCH_SIZE // 2)  # type: ignore[return-value]
+
+
+def is_covered(start: IJK, starts: list[IJK]) -> bool:
+    """Whether an existing patch starts within half a stride of ``start`` on every axis."""
+    s = np.asarray(start)
+    return any(np.all(np.abs(np.asarray(o) - s) <= STRIDE // 2) for o in starts)
+
+
+def reaches(mask_zyx: np.ndarray, offset_xyz: IJK) -> bool:
+    """Whether a binary patch mask has foreground in the slab shared with neighbour ``offset_xyz``."""
+    sl = []
+    for d in reversed(offset_xyz):  # (z, y, x) order for the array
+        sl.append(slice(PATCH_SIZE - OVERLAP, PATCH_SIZE) if d > 0 else slice(0, OVERLAP) if d < 0 else slice(None))
+    return bool(mask_zyx[tuple(sl)].any())
+
+
+def neighbour_start(start: IJK, offset_xyz: IJK) -> IJK:
+    """Start of the neighbour of ``start`` in direction ``offset_xyz``."""
+    return tuple(s + STRIDE * d for s, d in zip(start, offset_xyz))  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1)
+def blend_weights() -> np.ndarray:
+    """Tent weights ``(64, 64, 64)`` float32: 1 at the centre, ~1/64 at the border voxels."""
+    i = np.arange(PATCH_SIZE, dtype=np.float32)
+    w1 = np.minimum(i + 0.5, PATCH_SIZE - 0.5 - i) / (PATCH_SIZE / 2)
+    w = w1[:, None, None] * w1[None, :, None] * w1[None, None, :]
+    w.setflags(write=False)
+    return w
+
+
+def union_box(starts: list[IJK]) -> tuple[IJK, IJK]:
+    """Model-space box ``(low, shape)`` (x, y, z) covering the patches at ``starts``."""
+    lo = np.min(np.asarray(starts), axis=0)
+    hi = np.max(np.asarray(starts), axis=0) + PATCH_SIZE
+    return tuple(int(v) for v in lo), tuple(int(v) for v in hi - lo)  # type: ignore[return-value]
+
+
+def blend(probs: Mapping[IJK, np.ndarray], low: IJK, shape: IJK) -> np.ndarray:
+    """Weighted blend of patch probabilities over the box ``low`` + ``shape`` (x, y, z).
+
+    Args:
+        probs: patch start -> probabilities ``(64, 64, 64)`` (z, y, x).
+        low: model index of the box's first voxel.
+        shape: box size (x, y, z).
+
+    Returns:
+        float32 ``(z, y, x)`` of the box; 0 where no patch reaches.
+    """
+    num = np.zeros(shape[::-1], dtype=np.float32)
+    den = np.zeros_like(num)
+    w = blend_weights()
+    for start, p in probs.items():
+        a = [max(s, l) for s, l in zip(start, low)]
+        b = [min(s + PATCH_SIZE, l + n) for s, l, n in zip(start, low, shape)]
+        if any(x >= y for x, y in zip(a, b)):
+            continue
+        dst = tuple(slice(x - l, y - l) for x, y, l in reversed(list(zip(a, b, low))))
+        src = tuple(slice(x - s, y - s) for x, y, s in reversed(list(zip(a, b, start))))
+        num[dst] += w[src] * p[src]
+        den[dst] += w[src]
+    np.divide(num, den, out=num, where=den > 0)
+    return num

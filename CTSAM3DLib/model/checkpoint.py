@@ -1,0 +1,196 @@
+"""Checkpoints: our format and the official release's ``params.pth``, loaded safely.
+
+Every file is read with ``torch.load(..., weights_only=True)``: a checkpoint can never run
+code. The release's ``config.py`` (which holds the intensity window) is parsed with
+``ast``, never executed.
+
+Our format (``FORMAT_NAME``, version ``FORMAT_VERSION``) is a dict of plain types::
+
+    {"format": "ctsam3d", "format_version": 1, "variant": "compact",
+     "window_hu": [min, max], "model_state_dict": {...}, "provenance": {...}}
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from CTSAM3DLib.model.build import VARIANTS, build_model
+from CTSAM3DLib.model.ctsam3d import CTSAM3D
+
+# Marker stored in our checkpoints.
+FORMAT_NAME = "ctsam3d"
+# Version of our checkpoint layout; bump on incompatible changes.
+FORMAT_VERSION = 1
+# Release keys that the model does not use (SAM-style Fourier matrix), ignored at load.
+_UNUSED_RELEASE_PREFIXES = ("prompt_encoder.",)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (corrupt, unknown layout, bad checksum)."""
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``, turning failures into ``CheckpointError``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"Checkpoint not found: {p}. Give the path of a .pt/.pth file.")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable
+        raise CheckpointError(
+            f"Cannot read checkpoint {p}: the file is corrupt, truncated or not a PyTorch "
+            f"checkpoint, or it needs code execution to load, which is refused ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})."
+        ) from exc
+    if not isinstance(obj, Mapping) or "model_state_dict" not in obj:
+        raise CheckpointError(
+            f"Checkpoint {p} has an unknown layout: expected a dict with 'model_state_dict' "
+            "(our format or the official CT-SAM3D params.pth)."
+        )
+    return dict(obj)
+
+
+def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Name the variant whose shapes match ``state_dict`` (from its own tensor shapes)."""
+    try:
+        dims = tuple(int(state_dict[f"image_encoder.{k}"].shape[0]) for k in
+                     ("stem.proj.6.weight", "patch_2.proj.weight", "patch_3.proj.weight", "patch_4.proj.weight"))
+    except KeyError as exc:
+        raise CheckpointError(f"Checkpoint has an unknown layout: no image encoder key {exc}.") from None
+    depths = tuple(
+        len({k.split(".")[2] for k in state_dict if k.startswith(f"image_encoder.stage{i}.")}) for i in range(1, 5)
+    )
+    mapped = int(state_dict.get("image_encoder.channel_mapper1.weight", torch.empty(0)).shape[0])
+    for name, v in VARIANTS.items():
+        if v.encoder.embed_dims == dims and v.encoder.depths == depths and v.encoder.out_channels[0] == mapped:
+            return name
+    raise CheckpointError(f"Checkpoint has an unknown layout: encoder widths {dims}, depths {depths} match no variant "
+                          f"of {sorted(VARIANTS)}.")
+
+
+def state_dict_into(model: CTSAM3D, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load ``state_dict`` strictly (release-only unused keys are dropped), with a clear error."""
+    sd = {k: v for k, v in state_dict.items() if not k.startswith(_UNUSED_RELEASE_PREFIXES)}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            "Checkpoint does not fit the model: "
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+            f"{len(wrong)} with wrong shapes {wrong[:3]}."
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def parse_release_window(config_py: str | Path) -> tuple[float, float]:
+    """Read ``normalization_params.min_value/max_value`` from a release ``config.py`` without executing it.
+
+    Accepts attribute assignments (``cfg.dataset.normalization_params.min_value = -1000``),
+    keyword calls (``dict(min_value=..., max_value=...)``) and dict literals.
+    """
+    try:
+        tree = ast.parse(Path(config_py).read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError as exc:
+        raise CheckpointError(f"Cannot parse {config_py}: {exc}") from exc
+    found: dict[str, float] = {}
+
+    def take(name: str | None, node: ast.AST) -> None:
+        if name in ("min_value", "max_value"):
+            try:
+                found[name] = float(ast.literal_eval(node))
+            except (ValueError, TypeError, SyntaxError):
+                pass
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                take(t.attr if isinstance(t, ast.Attribute) else getattr(t, "id", None), node.value)
+        elif isinstance(node, ast.Call):
+            for kw in node.keywords:
+                take(kw.arg, kw.value)
+        elif isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                take(k.value if isinstance(k, ast.Constant) and isinstance(k.value, str) else None, v)
+    if set(found) != {"min_value", "max_value"} or found["min_value"] >= found["max_value"]:
+        raise CheckpointError(f"{config_py} has no usable normalization_params.min_value/max_value.")
+    return found["min_value"], found["max_value"]
+
+
+def save_checkpoint(path: str | Path, model: CTSAM3D, variant: str, window_hu: tuple[float, float],
+                    provenance: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> None:
+    """Write our checkpoint format atomically (temporary file, then ``os.replace``)."""
+    payload: dict[str, Any] = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "variant": variant,
+        "window_hu": [float(window_hu[0]), float(window_hu[1])],
+        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "provenance": dict(provenance or {}),
+    }
+    payload.update(extra or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_network(path: str | Path, window_hu: tuple[float, float] | None = None
+                 ) -> tuple[CTSAM3D, str, tuple[float, float], dict[str, Any]]:
+    """Build the network stored in ``path`` (our format or the release's ``params.pth``).
+
+    Returns:
+        ``(model, variant, window_hu, info)``; ``info`` holds provenance and the format.
+
+    Raises:
+        CheckpointError: unreadable, unknown layout, or a release checkpoint whose window is
+            neither given nor found in a ``config.py`` next to it.
+    """
+    ckpt = read_checkpoint_file(path)
+    sd = ckpt["model_state_dict"]
+    is_ours = ckpt.get("format") == FORMAT_NAME
+    if is_ours and int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} uses checkpoint format v{ckpt['format_version']}; this CTSAM3DLib "
+                              f"reads up to v{FORMAT_VERSION}. Upgrade CTSAM3DLib.")
+    variant = str(ckpt["variant"]) if is_ours else detect_variant(sd)
+    if variant not in VARIANTS:
+        raise CheckpointError(f"{path} names unknown variant {variant!r}.")
+    if window_hu is None:
+        window_hu = tuple(ckpt["window_hu"]) if is_ours else _release_window(Path(path))  # type: ignore[assignment]
+    model = build_model(variant)
+    state_dict_into(model, sd)
+    info = {"format": FORMAT_NAME if is_ours else "release", "provenance": dict(ckpt.get("provenance", {}))}
+    return model.eval(), variant, (float(window_hu[0]), float(window_hu[1])), info  # type: ignore[index]
+
+
+def _release_window(path: Path) -> tuple[float, float]:
+    cfg = path.with_name("config.py")
+    if not cfg.is_file():
+        raise CheckpointError(
+            f"{path} is an official CT-SAM3D checkpoint, whose intensity window lives in a config.py next to it, "
+            f"but {cfg} does not exist. Put the release's config.py beside params.pth, or give the window "
+            "explicitly (CLI: --window MIN,MAX in HU; Python: load_model(path, window_hu=(min, max)))."
+        )
+    return parse_release_window(cfg)

@@ -1,0 +1,164 @@
+"""PSAP mask decoder: a U-shaped decoder whose every stage is modulated by the prompt.
+
+PSAP (progressively and spatially aligned prompt) = a SPADE residual block: the prompt
+map ``[Y, P, N]`` is resized to each stage's grid and predicts per-voxel gamma and beta
+for an instance norm. Clicks therefore act at every resolution, and a new click only
+re-runs this decoder, never the image encoder.
+
+The release layout (key names ``spade1..5``, ``upscale1..5``, ``mask_prediction_head``,
+``iou_prediction_head``) is reproduced exactly by ``DecoderConfig.release()``; our compact
+CPU variant uses the same blocks with narrower widths, light 1x1 modulation at 32^3 and
+a 1x1 head at 64^3 (see ``DecoderConfig.compact()``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from CTSAM3DLib.model.layers import Conv3d
+
+# Number of prompt channels: previous mask Y, positive map P, negative map N.
+PROMPT_CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Widths of the five decoder stages, coarse (2^3) to fine (32^3), and the head.
+
+    ``block_channels[i]`` is the PSAP width at stage i (after the skip concat),
+    ``up_channels[i]`` the output width of the i-th transposed conv (up5 -> 64^3).
+    """
+
+    skip_channels: tuple[int, int, int, int]
+    block_channels: tuple[int, int, int, int, int]
+    up_channels: tuple[int, int, int, int, int]
+    hidden: tuple[int, int, int, int, int]
+    kernel: tuple[int, int, int, int, int]
+    head_kernel: int
+    with_quality_head: bool
+
+    @staticmethod
+    def release() -> DecoderConfig:
+        """The official decoder: 256-wide PSAP, 128 hidden, k3 everywhere, k3 head."""
+        return DecoderConfig((128, 128, 128, 256), (256, 256, 256, 256, 128), (128, 128, 128, 128, 64),
+                             (128,) * 5, (3,) * 5, 3, True)
+
+    @staticmethod
+    def compact() -> DecoderConfig:
+        """Our CPU decoder: narrow, k3 modulation up to 16^3, 1x1 at 32^3, 1x1 head."""
+        return DecoderConfig((16, 32, 64, 128), (128, 128, 64, 32, 16), (64, 32, 16, 16, 8),
+                             (32, 32, 32, 16, 16), (3, 3, 3, 3, 1), 1, False)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of ``[B, C, D, H, W]`` (affine, eps 1e-6)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return x * self.weight[:, None, None, None] + self.bias[:, None, None, None]
+
+
+class UpBlock(nn.Module):
+    """ConvTranspose3d k2 s2 + channel LayerNorm + GELU (release key ``cna``)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.cna = nn.Sequential(nn.ConvTranspose3d(cin, cout, 2, stride=2), ChannelLayerNorm(cout), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cna(x)
+
+
+class SPADE(nn.Module):
+    """Instance norm whose per-voxel scale and shift are predicted from the prompt map."""
+
+    def __init__(self, channels: int, hidden: int, kernel: int) -> None:
+        super().__init__()
+        pad = kernel // 2
+        self.norm = nn.InstanceNorm3d(channels, affine=False)
+        self.mlp_shared = nn.Sequential(Conv3d(PROMPT_CHANNELS, hidden, kernel, padding=pad), nn.ReLU())
+        self.mlp_gamma = Conv3d(hidden, channels, kernel, padding=pad)
+        self.mlp_beta = Conv3d(hidden, channels, kernel, padding=pad)
+
+    def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        if prompt.shape[2:] != x.shape[2:]:
+            prompt = F.interpolate(prompt, size=x.shape[2:], mode="trilinear", align_corners=False)
+        act = self.mlp_shared(prompt)
+        return self.norm(x) * (1 + self.mlp_gamma(act)) + self.mlp_beta(act)
+
+
+class PSAPBlock(nn.Module):
+    """SPADE residual block: x + conv(act(SPADE(conv(act(SPADE(x))))))."""
+
+    def __init__(self, channels: int, hidden: int, kernel: int) -> None:
+        super().__init__()
+        self.norm_0 = SPADE(channels, hidden, kernel)
+        self.conv_0 = Conv3d(channels, channels, 3, padding=1)
+        self.norm_1 = SPADE(channels, hidden, kernel)
+        self.conv_1 = Conv3d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, prompt), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, prompt), 0.2))
+        return x + dx
+
+
+class QualityHead(nn.Module):
+    """MLP 64-256-256-2 on the pooled last feature map (release key ``iou_prediction_head``)."""
+
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(cin, 256), nn.Linear(256, 256), nn.Linear(256, 2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean(dim=(2, 3, 4))
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class PSAPDecoder(nn.Module):
+    """U-decoder over encoder features ``[f1 (16^3), f2 (8^3), f3 (4^3), f4 (2^3)]``."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        blk, up = cfg.block_channels, cfg.up_channels
+        for i in range(5):
+            setattr(self, f"spade{i + 1}", PSAPBlock(blk[i], cfg.hidden[i], cfg.kernel[i]))
+            nxt = blk[i + 1] - (cfg.skip_channels[2 - i] if i < 3 else 0) if i < 4 else None
+            cout = up[i]
+            if nxt is not None and nxt != cout:
+                raise ValueError(f"decoder stage {i + 2}: {cout} up channels + skip != {blk[i + 1]}")
+            setattr(self, f"upscale{i + 1}", UpBlock(blk[i], cout))
+        self.mask_prediction_head = nn.Sequential(
+            Conv3d(up[4], 2, cfg.head_kernel, padding=cfg.head_kernel // 2)
+        )
+        self.iou_prediction_head = QualityHead(up[4]) if cfg.with_quality_head else None
+
+    def forward(self, feats: list[torch.Tensor], prompt: torch.Tensor) -> torch.Tensor:
+        """Return mask logits ``[B, 1, 64, 64, 64]`` (sigmoid gives the release's output).
+
+        Args:
+            feats: encoder maps, fine to coarse.
+            prompt: ``[B, 3, 64, 64, 64]`` in the order [Y, P, N].
+        """
+        f1, f2, f3, f4 = feats
+        x = self.spade1(f4, prompt)
+        for i, skip in enumerate((f3, f2, f1)):
+            x = getattr(self, f"upscale{i + 1}")(x)
+            x = getattr(self, f"spade{i + 2}")(torch.cat([x, skip], dim=1), prompt)
+        x = self.spade5(self.upscale4(x), prompt)
+        x = self.upscale5(x)
+        return self.mask_prediction_head(x)[:, :1]

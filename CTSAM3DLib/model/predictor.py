@@ -1,0 +1,103 @@
+"""``Predictor``: a loaded network with its intensity window and device, at patch level.
+
+This is what ``CTSAM3DLib.load_model`` returns. It owns the only intensity scaling of the
+project (clamp to the window, scale to [0, 1]) and the device/AMP policy, and exposes the
+patch-level API ``predict_patch`` as well as the split ``encode`` / ``decode`` / ``cpp``
+steps that the engine caches between clicks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from CTSAM3DLib.model.ctsam3d import CTSAM3D
+from CTSAM3DLib.prompts.heatmap import prompt_tensor
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"cpu"``/``"cuda"``/``"cuda:1"`` into a device, refusing CUDA when it is absent."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"Device {str(device)!r} was asked for, but CUDA is not available here (no NVIDIA GPU, driver, "
+            "or a CPU-only PyTorch build). Use --device cpu, or install a CUDA build of PyTorch."
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"Unsupported device {str(device)!r}: use 'cpu' or 'cuda'.")
+    return dev
+
+
+class Predictor:
+    """A network ready for inference on one device.
+
+    Args:
+        model: the network (moved to ``device`` and put in eval mode here).
+        variant: registry name of the variant.
+        window_hu: ``(min, max)`` HU window of the intensity scaling.
+        device: ``"cpu"`` or ``"cuda"``.
+        use_amp: run under bf16 autocast (CUDA only; off by default for exact outputs).
+        info: provenance and format of the checkpoint it came from.
+    """
+
+    def __init__(self, model: CTSAM3D, variant: str, window_hu: tuple[float, float],
+                 device: str | torch.device = "cpu", use_amp: bool = False, info: dict[str, Any] | None = None) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.variant = variant
+        self.window_hu = (float(window_hu[0]), float(window_hu[1]))
+        self.use_amp = bool(use_amp and self.device.type == "cuda")
+        self.info = dict(info or {})
+
+    def scale(self, hu: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Clamp HU to the window and scale to [0, 1]; returns float32 on the device."""
+        t = torch.as_tensor(hu, dtype=torch.float32).to(self.device)
+        lo, hi = self.window_hu
+        return (t.clamp(lo, hi) - lo) / (hi - lo)
+
+    @contextlib.contextmanager
+    def _mode(self) -> Iterator[None]:
+        with torch.inference_mode():
+            if self.use_amp:
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
+
+    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features for ``image [B, 1, 64, 64, 64]`` in [0, 1]."""
+        with self._mode():
+            return self.model.encode(image.to(self.device))
+
+    def decode(self, feats: list[torch.Tensor], points: torch.Tensor, labels: torch.Tensor,
+               prev_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Probabilities ``[B, 1, 64^3]`` from cached features and clicks (see ``predict_patch``)."""
+        prompt = prompt_tensor(points.to(self.device), labels.to(self.device), prev_mask, size=64)
+        with self._mode():
+            return torch.sigmoid(self.model.decode_logits(feats, prompt).float())
+
+    def cpp(self, image_u: torch.Tensor, mask_u: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:
+        """CPP heatmaps ``[B, 1, 64^3]`` for neighbours V of clicked patches U (binary mask_u)."""
+        with self._mode():
+            return self.model.predict_cpp(image_u, mask_u, image_v).float()
+
+    def predict_patch(self, image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+                      prev_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Segment one batch of 64^3 patches.
+
+        Args:
+            image: float ``[B, 1, 64, 64, 64]`` (z, y, x), already scaled to [0, 1].
+            points: float ``[B, N, 3]`` voxel ``(x, y, z)`` inside the patch.
+            labels: int ``[B, N]``; 1 positive, 0 negative, -1 ignored.
+            prev_mask: previous probabilities ``[B, 1, 64, 64, 64]`` or None.
+
+        Returns:
+            Probabilities ``[B, 1, 64, 64, 64]`` on the predictor's device.
+        """
+        if image.ndim != 5 or tuple(image.shape[1:]) != (1, 64, 64, 64):
+            raise ValueError(f"image must be [B,1,64,64,64]; got {tuple(image.shape)}")
+        return self.decode(self.encode(image), points, labels, prev_mask)
