@@ -229,8 +229,8 @@ class Session:
             raise ValueError(f"Unknown coordinate frame {frame!r}: use 'ijk', 'lps' or 'ras'.")
         size = np.asarray(vol.image.GetSize(), dtype=np.float64)
         if not np.all(np.isfinite(ijk)) or np.any(ijk < -0.5) or np.any(ijk > size - 0.5):
-            raise ValueError(f"Point {tuple(p.round(2))} ({frame}) lies outside the image: voxel {tuple(ijk.round(1))} "
-                             f"is not within the image size {tuple(int(s) for s in size)} (x, y, z).")
+            raise ValueError(f"Point ({_fmt(p)}) in {frame.upper()} lies outside the image: it maps to voxel ({_fmt(ijk)}), "
+                             f"but the image has {tuple(int(s) for s in size)} voxels (x, y, z).")
         return ijk
 
     def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], start: IJK, model_pt: np.ndarray,
@@ -320,3 +320,7 @@ class Session:
         region[inside] = (values[inside] >= 0.5).astype(np.uint8)
         nk, nj, ni = values.shape
         return (i, j, k), (i + ni, j + nj, k + nk)
+
+
+def _fmt(values: np.ndarray) -> str:
+    return ", ".join(f"{float(v):.1f}" for v in values)

@@ -19,16 +19,23 @@ from CTSAM3DLib.model.ctsam3d import CTSAM3D
 from CTSAM3DLib.prompts.heatmap import prompt_tensor
 
 
+class DeviceError(RuntimeError):
+    """The requested compute device does not exist here (e.g. CUDA without a GPU)."""
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turn ``"cpu"``/``"cuda"``/``"cuda:1"`` into a device, refusing CUDA when it is absent."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise DeviceError(f"Unknown device {str(device)!r}: use 'cpu' or 'cuda'.") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise DeviceError(
             f"Device {str(device)!r} was asked for, but CUDA is not available here (no NVIDIA GPU, driver, "
             "or a CPU-only PyTorch build). Use --device cpu, or install a CUDA build of PyTorch."
         )
     if dev.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"Unsupported device {str(device)!r}: use 'cpu' or 'cuda'.")
+        raise DeviceError(f"Unsupported device {str(device)!r}: use 'cpu' or 'cuda'.")
     return dev
 
 

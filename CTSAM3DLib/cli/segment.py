@@ -1,0 +1,79 @@
+"""``ctsam3d segment``: one image, a few clicks, one mask on the input grid."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from CTSAM3DLib.api import load_model
+from CTSAM3DLib.engine.session import Session, SessionConfig
+from CTSAM3DLib.io.points import PointSpec, parse_point_arg, read_points_file
+from CTSAM3DLib.io.readers import read_image, write_mask
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``segment``."""
+    p = subparsers.add_parser("segment", help="segment one structure from clicks",
+                              description="Segment one structure of a CT from positive/negative clicks. Points are "
+                                          "applied in order, as a user would click them.")
+    p.add_argument("image", help="CT file (NIfTI, NRRD, MHA, ...) or DICOM series folder")
+    p.add_argument("--point", action="append", default=[], metavar="X,Y,Z[,+|-]",
+                   help="a click; '+' (default) foreground, '-' background; repeatable")
+    p.add_argument("--points-file", help="Slicer .mrk.json, plain JSON or CSV file of clicks (see docs)")
+    p.add_argument("--coords", choices=("ras", "lps", "ijk"), default="ras",
+                   help="frame of --point values and of files without their own (default: ras, Slicer's world)")
+    add_model_args(p)
+    p.add_argument("--no-cpp", action="store_true", help="do not expand into neighbouring patches")
+    p.add_argument("--max-patches", type=int, default=SessionConfig().max_patches,
+                   help="most patches one click may create with CPP")
+    p.add_argument("--output", required=True, help="output mask (uint8, input grid), e.g. mask.nii.gz")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=run)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that loads a model."""
+    p.add_argument("--checkpoint", help="our checkpoint or the authors' params.pth (default: bundled weights)")
+    p.add_argument("--window", type=parse_window, help="HU window MIN,MAX (needed for params.pth without config.py)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """Parse ``MIN,MAX`` HU."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window must be MIN,MAX in HU, got {text!r}") from None
+    if lo >= hi:
+        raise argparse.ArgumentTypeError(f"window MIN must be below MAX, got {text!r}")
+    return lo, hi
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``segment``; returns the exit code."""
+    points = [parse_point_arg(t, args.coords) for t in args.point]
+    if args.points_file:
+        points += read_points_file(args.points_file, default_frame=args.coords)
+    if not any(p.is_positive for p in points):
+        raise ValueError("No positive point: give at least one foreground click (--point X,Y,Z or X,Y,Z,+).")
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it (nothing was written).")
+    predictor = load_model(args.checkpoint, device=args.device, window_hu=args.window)
+    image = read_image(args.image)
+    session = Session(predictor, SessionConfig(use_cpp=not args.no_cpp, max_patches=args.max_patches))
+    session.set_volume(image)
+    _apply_points(session, points)
+    write_mask(session.mask(), image, out, overwrite=args.overwrite)
+    print(f"wrote {out} ({int(session.mask().sum())} voxels, {len(points)} clicks, model {predictor.variant})")
+    return 0
+
+
+def _apply_points(session: Session, points: list[PointSpec]) -> None:
+    for n, p in enumerate(points, 1):
+        session.add_click(p.position, p.is_positive, frame=p.frame)  # type: ignore[arg-type]
+        s = session.last_stats
+        logger.info("click %d: %.3f s, %d patches", n, s["seconds"], s["patches"])

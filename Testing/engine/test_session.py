@@ -1,0 +1,150 @@
+"""Engine: undo/redo, bbox-local updates, caching, CPP expansion policy, seamless blending."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from CTSAM3DLib import Predictor, Session, SessionConfig
+from CTSAM3DLib.engine import planning
+from CTSAM3DLib.prompts.heatmap import click_maps
+
+
+class ThresholdOracle:
+    """Test double with the Predictor interface: 'segments' bright voxels, CPP points at their centroid."""
+
+    device = torch.device("cpu")
+    window_hu = (-1000.0, 1000.0)
+
+    def __init__(self) -> None:
+        self.cpp_calls = 0
+
+    def scale(self, hu: np.ndarray) -> torch.Tensor:
+        return (torch.as_tensor(hu, dtype=torch.float32).clamp(-1000, 1000) + 1000) / 2000
+
+    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return [image]
+
+    def decode(self, feats, points, labels, prev_mask=None) -> torch.Tensor:  # noqa: ANN001
+        return (feats[0] > 0.525).float()
+
+    def cpp(self, image_u, mask_u, image_v) -> torch.Tensor:  # noqa: ANN001
+        self.cpp_calls += len(image_v)
+        fg = image_v[:, 0] > 0.525
+        out = torch.zeros_like(image_v)
+        for b in range(len(fg)):
+            idx = fg[b].nonzero().float()
+            if len(idx):
+                z, y, x = idx.mean(0)
+                out[b:b + 1] = click_maps(torch.tensor([[[x, y, z]]]), torch.tensor([[1]]), 64)[:, :1]
+        return out
+
+
+def _big_sphere(radius_mm: float) -> tuple[sitk.Image, np.ndarray]:
+    shape = (60, 110, 110)
+    spacing = (2.0, 2.0, 3.0)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    mask = ((xx - 55) * 2.0) ** 2 + ((yy - 55) * 2.0) ** 2 + ((zz - 30) * 3.0) ** 2 < radius_mm ** 2
+    img = sitk.GetImageFromArray(np.where(mask, 150, -50).astype(np.int16))
+    img.SetSpacing(spacing)
+    return img, mask
+
+
+def test_requires_volume_and_validates_points(random_predictor: Predictor, sphere_image) -> None:  # noqa: ANN001
+    s = Session(random_predictor)
+    with pytest.raises(RuntimeError, match="set_volume"):
+        s.add_click((1, 1, 1))
+    s.set_volume(sphere_image[0])
+    with pytest.raises(ValueError, match="outside the image"):
+        s.add_click((500, 10, 10))
+    with pytest.raises(ValueError, match="No positive point"):
+        s.add_click((45, 40, 20), is_positive=False)
+    with pytest.raises(ValueError, match="frame"):
+        s.add_click((45, 40, 20), frame="xyz")  # type: ignore[arg-type]
+
+
+def test_undo_redo_exact_and_bbox_local(random_predictor: Predictor, sphere_image) -> None:  # noqa: ANN001
+    s = Session(random_predictor, SessionConfig(use_cpp=False))
+    s.set_volume(sphere_image[0])
+    s.add_click((45, 40, 20))
+    first = s.mask().copy()
+    box = s.add_click((50, 44, 22), is_positive=False)
+    second = s.mask().copy()
+    (i0, j0, k0), (i1, j1, k1) = box
+    outside = np.ones_like(first, dtype=bool)
+    outside[k0:k1, j0:j1, i0:i1] = False
+    assert np.array_equal(first[outside], second[outside])
+    assert s.undo() and np.array_equal(s.mask(), first)
+    assert s.redo() and np.array_equal(s.mask(), second)
+    assert s.undo() and s.undo() and not s.mask().any()
+    assert not s.undo()
+    assert s.redo() and np.array_equal(s.mask(), first)
+
+
+def test_reclick_uses_cache_and_matches_fresh_session(random_predictor: Predictor, sphere_image) -> None:  # noqa: ANN001
+    cfg = SessionConfig(use_cpp=False)
+    a = Session(random_predictor, cfg)
+    a.set_volume(sphere_image[0])
+    a.add_click((45, 40, 20), target="one")
+    runs = a._vol.runner.encoder_runs
+    a.add_click((45, 40, 20), target="two")  # another target, same patch: cache hit
+    assert a._vol.runner.encoder_runs == runs
+    b = Session(random_predictor, cfg)
+    b.set_volume(sphere_image[0])
+    b.add_click((45, 40, 20))
+    assert np.array_equal(a.mask("two"), b.mask())
+    assert a.targets == ("one", "two")
+
+
+def test_reset_is_undoable(random_predictor: Predictor, sphere_image) -> None:  # noqa: ANN001
+    s = Session(random_predictor, SessionConfig(use_cpp=False))
+    s.set_volume(sphere_image[0])
+    s.add_click((45, 40, 20))
+    before = s.mask().copy()
+    s.reset()
+    assert not s.mask().any() and s.clicks() == ()
+    assert s.undo() and np.array_equal(s.mask(), before) and len(s.clicks()) == 1
+
+
+def test_cpp_stays_home_for_a_small_structure() -> None:
+    img, _ = _big_sphere(20.0)
+    oracle = ThresholdOracle()
+    s = Session(oracle, SessionConfig(max_patches=27))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30))
+    assert s.last_stats["cpp_patches"] == 0 and oracle.cpp_calls == 0
+
+
+def test_cpp_visits_only_reached_neighbours_and_blends_without_seams() -> None:
+    img, gt = _big_sphere(75.0)
+    oracle = ThresholdOracle()
+    s = Session(oracle, SessionConfig(max_patches=64))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30))
+    patches = s._vol.targets["default"].snapshot.patches
+    assert s.last_stats["cpp_patches"] >= 6
+    for v in patches:
+        if v == next(iter(patches)):
+            continue
+        assert any(planning.reaches(patches[u].prob >= 0.5, d) and planning.neighbour_start(u, d) == v
+                   for u in patches for d in planning.NEIGHBOUR_OFFSETS), f"patch {v} not reached from any other"
+    mask = s.mask().astype(bool)
+    # The oracle is exact inside every patch, so any seam would show as missed voxels at patch borders.
+    assert (gt & ~mask).sum() <= 0.002 * gt.sum()
+    assert (mask & ~gt).sum() <= 0.002 * gt.sum()
+
+
+def test_partial_repaint_equals_full_recompute() -> None:
+    img, _ = _big_sphere(75.0)
+    s = Session(ThresholdOracle(), SessionConfig(max_patches=5))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30))
+    s.add_click((20, 55, 30))
+    s.add_click((90, 50, 30))
+    incremental = s.mask().copy()
+    tgt = s._vol.targets["default"]
+    tgt.mask[:] = 0
+    s._repaint(tgt, list(tgt.snapshot.patches))
+    assert np.array_equal(incremental, s.mask())

@@ -1,0 +1,72 @@
+"""Model variants: shapes, determinism, forward/backward, and the release key layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from CTSAM3DLib import build_model
+from CTSAM3DLib.model.build import VARIANTS
+
+RELEASE_KEYS = Path(__file__).resolve().parents[2].parent / "shared" / "docs" / "official-state-dict-restv2_tiny.txt"
+
+FEATURE_SHAPES = {
+    "compact": [(16, 16), (32, 8), (64, 4), (128, 2)],
+    "restv2_tiny": [(128, 16), (128, 8), (128, 4), (256, 2)],
+}
+
+
+@pytest.mark.parametrize("variant", sorted(FEATURE_SHAPES))
+def test_output_shapes(variant: str) -> None:
+    torch.manual_seed(0)
+    m = build_model(variant).eval()
+    x = torch.rand(1, 1, 64, 64, 64)
+    with torch.inference_mode():
+        feats = m.encode(x)
+        assert [(f.shape[1], f.shape[2]) for f in feats] == FEATURE_SHAPES[variant]
+        prompt = torch.zeros(1, 3, 64, 64, 64)
+        assert m.decode_logits(feats, prompt).shape == (1, 1, 64, 64, 64)
+        assert m.predict_cpp(x, torch.ones_like(x), x).shape == (1, 1, 64, 64, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["restv2_small", "restv2_base", "restv2_large"])
+def test_large_variants_shapes(variant: str) -> None:
+    m = build_model(variant).eval()
+    with torch.inference_mode():
+        feats = m.encode(torch.rand(1, 1, 64, 64, 64))
+    assert [f.shape[1] for f in feats] == [128, 128, 128, 256]
+
+
+def test_every_variant_builds() -> None:
+    for name in VARIANTS:
+        assert sum(p.numel() for p in build_model(name).parameters()) > 0
+    with pytest.raises(ValueError, match="Unknown model variant"):
+        build_model("restv3")
+
+
+def test_release_key_layout_matches_published_list() -> None:
+    published = {}
+    for line in RELEASE_KEYS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape = line.split(" ", 1)
+            published[key] = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
+    ours = {k: tuple(v.shape) for k, v in build_model("restv2_tiny").state_dict().items()}
+    assert set(published) - set(ours) == {"prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"}
+    assert set(ours) <= set(published)
+    assert all(ours[k] == published[k] for k in ours)
+
+
+def test_compact_forward_backward_and_determinism() -> None:
+    torch.manual_seed(0)
+    m = build_model("compact").train()
+    x = torch.rand(2, 1, 64, 64, 64)
+    prompt = torch.rand(2, 3, 64, 64, 64)
+    m(x, prompt).mean().backward()
+    assert all(p.grad is not None for p in m.image_encoder.parameters() if p.requires_grad)
+    m.eval()
+    with torch.inference_mode():
+        a, b = m(x, prompt), m(x, prompt)
+    assert torch.equal(a, b)
