@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from CTSAM3DLib import resources
+from CTSAM3DLib import bundled
 from CTSAM3DLib.model.checkpoint import CheckpointError, load_network, sha256_of
 from CTSAM3DLib.model.predictor import Predictor, resolve_device
 
@@ -28,7 +28,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     """
     resolve_device(device)
     if path is None:
-        path = resources.default_weights_path()
+        path = bundled.default_weights_path()
         verify_default_weights(path)
     model, variant, window, info = load_network(path, window_hu)
     info["path"] = str(path)
@@ -37,12 +37,12 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
 
 def verify_default_weights(path: Path) -> None:
     """Refuse bundled weights that are missing or whose SHA-256 differs from the recorded one."""
-    if not path.is_file() or not resources.DEFAULT_WEIGHTS_SHA256:
+    if not path.is_file() or not bundled.DEFAULT_WEIGHTS_SHA256:
         raise CheckpointError(f"The bundled default weights are missing ({path}). Reinstall CTSAM3DLib or pass a "
                               "checkpoint path explicitly.")
     digest = sha256_of(path)
-    if digest != resources.DEFAULT_WEIGHTS_SHA256:
+    if digest != bundled.DEFAULT_WEIGHTS_SHA256:
         raise CheckpointError(
             f"The bundled default weights {path} fail their integrity check: SHA-256 {digest} differs from the "
-            f"recorded {resources.DEFAULT_WEIGHTS_SHA256}. The file was modified or corrupted; reinstall CTSAM3DLib."
+            f"recorded {bundled.DEFAULT_WEIGHTS_SHA256}. The file was modified or corrupted; reinstall CTSAM3DLib."
         )

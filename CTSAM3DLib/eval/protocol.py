@@ -1,0 +1,333 @@
+"""Simulated-click evaluation: the CT-SAM3D paper's protocol driving ``engine.Session``.
+
+Per case and structure:
+
+1. the first click is a foreground voxel drawn uniformly at random
+   (:func:`~CTSAM3DLib.prompts.simulate.first_click`), from a generator seeded by
+   ``(seed, case id, structure name)``, so a structure gets the same first click
+   whatever else is evaluated beside it;
+2. every further click comes from :func:`~CTSAM3DLib.prompts.simulate.next_click`
+   (the simulator training uses): the voxel of the current error region farthest,
+   in mm, from that region's boundary; positive in a false negative, negative in a
+   false positive. It stops early only when the mask equals the ground truth;
+3. DSC and NSD are measured on the input image's own grid after each requested
+   click count (1, 3, 5, 7, 9 in the paper).
+
+CT-SAM3D runs through the same ``Session`` as the GUI, one session per case
+(``set_volume`` once, one target per structure, so cached encoder features serve
+every structure). The optional ``growcut`` baseline (Slicer's "Grow from seeds")
+gets the same first click and then its own corrective clicks from the same
+simulator, computed on its own mask.
+
+Arrays are ``(z, y, x)``; clicks are voxel ``(x, y, z)`` on the input grid; spacing is
+``(x, y, z)`` in mm, as everywhere in CTSAM3DLib.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm.auto import tqdm
+
+from CTSAM3DLib.engine.session import Session, SessionConfig
+from CTSAM3DLib.eval.growcut import grow_from_seeds
+from CTSAM3DLib.eval.metrics import dice, normalized_surface_dice
+from CTSAM3DLib.model.predictor import Predictor
+from CTSAM3DLib.prompts.click import Click
+from CTSAM3DLib.prompts.simulate import first_click, next_click
+
+logger = logging.getLogger(__name__)
+
+# Name of the CT-SAM3D method in results, reports and summary.json.
+METHOD_CTSAM3D = "ctsam3d"
+# Name of Slicer's "Grow from seeds" baseline.
+METHOD_GROWCUT = "growcut"
+# Baselines that ``evaluate`` can run beside CT-SAM3D.
+BASELINES = (METHOD_GROWCUT,)
+# The paper's click counts (Fig. 4).
+DEFAULT_CLICKS = (1, 3, 5, 7, 9)
+
+# A mask, or a function that loads it: uint8/bool ``(z, y, x)`` on the case's image grid.
+MaskSource = np.ndarray | Callable[[], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """One labelled image.
+
+    Attributes:
+        case_id: unique name of the case (subject id).
+        image: the CT (HU), or a function returning it; loaded when the case is evaluated.
+        masks: structure name -> ground-truth mask ``(z, y, x)`` on the image's grid
+            (non-zero = structure), or a function loading it (read only when needed).
+    """
+
+    case_id: str
+    image: sitk.Image | Callable[[], sitk.Image]
+    masks: Mapping[str, MaskSource]
+
+
+@dataclass(frozen=True)
+class ClickRecord:
+    """Metrics of one method on one structure after ``n_clicks`` clicks.
+
+    Attributes:
+        seconds: time of the ``n_clicks``-th click (0 if the simulator stopped early).
+        cumulative_seconds: total time of clicks ``1..n_clicks``.
+        click: the ``n_clicks``-th click (voxel ``(x, y, z)``), None if it was not needed.
+    """
+
+    case_id: str
+    structure: str
+    method: str
+    n_clicks: int
+    dsc: float
+    nsd: float
+    seconds: float
+    cumulative_seconds: float
+    click: Click | None
+
+
+@dataclass(frozen=True)
+class ClickTrace:
+    """Every click one method received on one structure, with the time each took."""
+
+    case_id: str
+    structure: str
+    method: str
+    clicks: tuple[Click, ...]
+    seconds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything ``evaluate`` measured; ``eval.report`` turns it into files.
+
+    Attributes:
+        clicks: the click counts at which metrics were taken, ascending.
+        nsd_tolerance_mm: NSD tolerance.
+        methods: method names, CT-SAM3D first.
+        seed: the seed of the first clicks.
+        records: one per case, structure, method and click count.
+        traces: one per case, structure and method (all clicks up to the largest count).
+        skipped: one message per requested structure that could not be evaluated.
+    """
+
+    clicks: tuple[int, ...]
+    nsd_tolerance_mm: float
+    methods: tuple[str, ...]
+    seed: int
+    records: tuple[ClickRecord, ...]
+    traces: tuple[ClickTrace, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass
+class _Collector:
+    records: list[ClickRecord] = field(default_factory=list)
+    traces: list[ClickTrace] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# A method on one structure: click -> (mask (z, y, x) after it, seconds it took).
+_Segmenter = Callable[[Click], tuple[np.ndarray, float]]
+
+
+def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[int] = DEFAULT_CLICKS, *,
+             structures: Sequence[str] | None = None, max_structures: int | None = None,
+             baseline: str | None = None, session_config: SessionConfig | None = None, seed: int = 0,
+             nsd_tolerance_mm: float = 1.0, progress: bool = False) -> EvalResult:
+    """Run the simulated-click protocol (module docstring) on every case.
+
+    Args:
+        predictor: the CT-SAM3D model (``CTSAM3DLib.load_model``).
+        cases: labelled images; consumed one at a time (one image in memory).
+        clicks: click counts at which to measure, e.g. ``(1, 3, 5, 7, 9)``; every method
+            runs up to the largest.
+        structures: names to evaluate (default: every structure of each case). Names a
+            case lacks, or whose mask is empty there, are skipped with a message.
+        max_structures: per case, keep only the N largest structures by physical volume
+            (mm^3) among those selected by ``structures``.
+        baseline: ``"growcut"`` to also run Slicer's Grow from seeds (needs slicer-core).
+        session_config: engine settings (default ``SessionConfig()``, CPP on).
+        seed: seed of the first clicks.
+        nsd_tolerance_mm: NSD tolerance in mm.
+        progress: show a tqdm progress bar (stderr), one step per structure.
+
+    Returns:
+        The ``EvalResult``.
+
+    Raises:
+        ValueError: bad click counts, tolerance, structure count or baseline name.
+        ImportError: ``baseline="growcut"`` without slicer-core.
+    """
+    counts = validate_clicks(clicks)
+    _validate_options(max_structures, baseline, nsd_tolerance_mm)
+    if baseline == METHOD_GROWCUT:
+        _check_growcut_available()
+    methods = (METHOD_CTSAM3D,) + ((baseline,) if baseline else ())
+    out = _Collector()
+    config = session_config or SessionConfig()
+    with tqdm(total=0, unit="structure", desc="evaluate", disable=not progress, dynamic_ncols=True) as bar:
+        for case in cases:
+            _evaluate_case(predictor, case, counts, methods, config, seed, nsd_tolerance_mm,
+                           (structures, max_structures), out, bar)
+    return EvalResult(counts, float(nsd_tolerance_mm), methods, int(seed), tuple(out.records), tuple(out.traces),
+                      tuple(out.skipped))
+
+
+def validate_clicks(clicks: Sequence[int]) -> tuple[int, ...]:
+    """Sorted unique positive click counts; ``ValueError`` if empty or not positive integers."""
+    try:
+        counts = sorted({int(c) for c in clicks})
+        is_int = all(float(c) == int(c) for c in clicks)
+    except (TypeError, ValueError):
+        counts, is_int = [], False
+    if not counts or not is_int or counts[0] < 1:
+        raise ValueError(f"Click counts must be positive integers such as 1,3,5,7,9; got {list(clicks)!r}.")
+    return tuple(counts)
+
+
+def select_structures(volumes_mm3: Mapping[str, float], max_structures: int | None) -> list[str]:
+    """Non-empty structures, largest first when ``max_structures`` keeps only the N largest.
+
+    Args:
+        volumes_mm3: structure name -> physical volume in mm^3.
+        max_structures: keep the N largest (ties by name); None keeps all, in name order.
+    """
+    names = sorted(n for n, v in volumes_mm3.items() if v > 0)
+    if max_structures is None:
+        return names
+    return sorted(names, key=lambda n: (-volumes_mm3[n], n))[:max_structures]
+
+
+def case_rng(seed: int, case_id: str, structure: str) -> np.random.Generator:
+    """Generator for one structure's first click, independent of what else is evaluated."""
+    return np.random.default_rng([int(seed), zlib.crc32(case_id.encode()), zlib.crc32(structure.encode())])
+
+
+def _validate_options(max_structures: int | None, baseline: str | None, nsd_tolerance_mm: float) -> None:
+    if max_structures is not None and int(max_structures) < 1:
+        raise ValueError(f"max_structures must be at least 1, got {max_structures}.")
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"Unknown baseline {baseline!r}; available: {', '.join(BASELINES)}.")
+    if not (np.isfinite(nsd_tolerance_mm) and nsd_tolerance_mm >= 0):
+        raise ValueError(f"The NSD tolerance must be a finite number of mm >= 0, got {nsd_tolerance_mm}.")
+
+
+def _check_growcut_available() -> None:
+    """Fail before any work when slicer-core is missing (raises its ``ImportError``)."""
+    grow_from_seeds(np.zeros((3, 3, 3), dtype=np.int16), (1.0, 1.0, 1.0), [Click((1.0, 1.0, 1.0), True)])
+
+
+def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...], methods: tuple[str, ...],
+                   config: SessionConfig, seed: int, tol_mm: float,
+                   selection: tuple[Sequence[str] | None, int | None], out: _Collector, bar: tqdm) -> None:
+    """One session for the case; every selected structure is one target of it."""
+    image = case.image() if callable(case.image) else case.image
+    names = _structures_of_case(case, image, selection, out)
+    bar.total += len(names)
+    bar.refresh()
+    session = Session(predictor, config)
+    session.set_volume(image)
+    try:
+        for name in names:
+            bar.set_postfix_str(f"{case.case_id}/{name}", refresh=False)
+            gt = _load_mask(case, name, image)
+            if gt.any():
+                _evaluate_structure(session, image, case.case_id, name, gt, counts, methods, seed, tol_mm, out)
+            else:
+                out.skipped.append(f"{case.case_id}: structure {name!r} is empty")
+            bar.update(1)
+    finally:
+        session.close()
+
+
+def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name: str, gt: np.ndarray,
+                        counts: tuple[int, ...], methods: tuple[str, ...], seed: int, tol_mm: float,
+                        out: _Collector) -> None:
+    """Every method on one structure, all from the same first click."""
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    first = first_click(gt, case_rng(seed, case_id, name))
+    for method in methods:
+        if method == METHOD_CTSAM3D:
+            segment = _ctsam3d_segmenter(session, name)
+        else:
+            segment = _growcut_segmenter(sitk.GetArrayViewFromImage(image), spacing)
+        _click_loop(segment, gt, first, counts, spacing, tol_mm, (case_id, name, method), out)
+
+
+def _structures_of_case(case: EvalCase, image: sitk.Image, selection: tuple[Sequence[str] | None, int | None],
+                        out: _Collector) -> list[str]:
+    """The structures to evaluate in ``case`` (see ``evaluate``); missing/empty ones are logged as skipped."""
+    wanted, max_structures = selection
+    names = list(dict.fromkeys(wanted)) if wanted else sorted(case.masks)
+    for name in [n for n in names if n not in case.masks]:
+        out.skipped.append(f"{case.case_id}: no structure {name!r}")
+    names = [n for n in names if n in case.masks]
+    if max_structures is None and not wanted:
+        return names  # every structure: emptiness is checked when each is loaded
+    voxel_mm3 = float(np.prod(image.GetSpacing()))
+    volumes = {n: float(np.count_nonzero(_load_mask(case, n, image))) * voxel_mm3 for n in names}
+    for name in [n for n, v in volumes.items() if v == 0]:
+        out.skipped.append(f"{case.case_id}: structure {name!r} is empty")
+    return select_structures(volumes, max_structures)
+
+
+def _load_mask(case: EvalCase, name: str, image: sitk.Image) -> np.ndarray:
+    source = case.masks[name]
+    mask = np.asarray(source() if callable(source) else source)
+    shape = tuple(image.GetSize())[::-1]
+    if mask.shape != shape:
+        raise ValueError(f"Case {case.case_id}: mask {name!r} has shape {mask.shape} (z, y, x) but the image has "
+                         f"{shape}; labels must lie on the CT's grid.")
+    return mask != 0
+
+
+def _ctsam3d_segmenter(session: Session, target: str) -> _Segmenter:
+    def segment(click: Click) -> tuple[np.ndarray, float]:
+        session.add_click(click.point_xyz, click.is_positive, frame="ijk", target=target)
+        return session.mask(target), float(session.last_stats["seconds"])
+
+    return segment
+
+
+def _growcut_segmenter(image_zyx: np.ndarray, spacing_mm: tuple[float, ...]) -> _Segmenter:
+    given: list[Click] = []
+
+    def segment(click: Click) -> tuple[np.ndarray, float]:
+        given.append(click)
+        t0 = time.perf_counter()
+        mask = grow_from_seeds(image_zyx, spacing_mm, given)
+        return mask, time.perf_counter() - t0
+
+    return segment
+
+
+def _click_loop(segment: _Segmenter, gt: np.ndarray, first: Click, counts: tuple[int, ...],
+                spacing: tuple[float, ...], tol_mm: float, key: tuple[str, str, str], out: _Collector) -> None:
+    """Click up to ``max(counts)`` times, each next click simulated on the method's own mask."""
+    click: Click | None = first
+    mask = np.zeros_like(gt)
+    given: list[Click] = []
+    times: list[float] = []
+    for n in range(1, counts[-1] + 1):
+        seconds = 0.0
+        if click is not None:
+            mask, seconds = segment(click)
+            given.append(click)
+            times.append(seconds)
+        if n in counts:
+            out.records.append(ClickRecord(*key, n, dice(mask, gt), normalized_surface_dice(mask, gt, spacing, tol_mm),
+                                           seconds, float(sum(times)), click))
+        if click is not None and n < counts[-1]:
+            click = next_click(mask, gt, spacing)
+            if click is None:
+                logger.info("%s/%s %s: perfect after %d clicks", *key, n)
+    out.traces.append(ClickTrace(*key, tuple(given), tuple(times)))

@@ -1,0 +1,227 @@
+"""Report files of an evaluation: per-click CSV, summary JSON and Markdown, DSC-vs-clicks plot.
+
+Aggregation is organ-wise, as in the CT-SAM3D paper: each structure's value is the mean
+over the cases that have it, and a method's mean is the mean over structures of those
+values (equal to the plain mean when every structure appears in every case). Standard
+deviations are population standard deviations (``ddof=0``) over the same values.
+
+Files written into the output folder (:data:`REPORT_FILES`):
+
+* ``per_click.csv``: one row per case, structure, method and click count;
+* ``summary.json``: ``{"clicks": [...], "nsd_tolerance_mm": t, "methods": {name:
+  {"mean_dsc": {"1": ...}, "mean_nsd": {"1": ...}, "n_structures": n}}}`` with click
+  counts as string keys;
+* ``summary.md``: mean ± std per click count and method, time per click, and per structure;
+* ``dsc_vs_clicks.png``: mean DSC against the number of clicks, one line per method
+  (the paper's Fig. 4).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from CTSAM3DLib.eval.protocol import EvalResult
+
+# Output file names, in the order they are written.
+REPORT_FILES = ("per_click.csv", "summary.json", "summary.md", "dsc_vs_clicks.png")
+# Columns of per_click.csv.
+CSV_COLUMNS = ("case", "structure", "method", "clicks", "dsc", "nsd", "seconds", "cumulative_seconds",
+               "click_x", "click_y", "click_z", "click_positive")
+# Metrics in summary.json, named as ClickRecord attributes.
+_METRICS = ("dsc", "nsd")
+
+# (method, structure, click count) -> metric values over cases.
+_Values = dict[tuple[str, str, int], list[float]]
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse an output folder that already holds report files, unless ``overwrite``.
+
+    Raises:
+        FileExistsError: a report file exists and ``overwrite`` is False.
+        NotADirectoryError: ``out_dir`` is an existing file.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"The output path {out} is a file, not a folder.")
+    existing = [name for name in REPORT_FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out} already holds evaluation results ({', '.join(existing)}); pass --overwrite "
+                              "(Python: overwrite=True) to replace them, or choose another output folder.")
+
+
+def write_report(result: EvalResult, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write all report files (see the module docstring) into ``out_dir`` (created if needed).
+
+    Returns:
+        The written paths, in :data:`REPORT_FILES` order.
+
+    Raises:
+        FileExistsError: results already there and ``overwrite`` is False.
+    """
+    out = Path(out_dir)
+    check_output_dir(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / name for name in REPORT_FILES]
+    _write_atomic(paths[0], per_click_csv(result).encode())
+    _write_atomic(paths[1], (json.dumps(summarize(result), indent=2) + "\n").encode())
+    _write_atomic(paths[2], summary_markdown(result).encode())
+    _write_atomic(paths[3], dsc_plot_png(result))
+    return paths
+
+
+def summarize(result: EvalResult) -> dict[str, Any]:
+    """The ``summary.json`` dict: mean DSC / NSD per method and click count (string keys)."""
+    values = {metric: _structure_means(result, metric) for metric in _METRICS}
+    methods: dict[str, Any] = {}
+    for method in result.methods:
+        entry: dict[str, Any] = {}
+        for metric in _METRICS:
+            entry[f"mean_{metric}"] = {str(n): _stats(values[metric], method, n)[0] for n in result.clicks}
+        entry["n_structures"] = len(_structures(result, method))
+        methods[method] = entry
+    return {"clicks": list(result.clicks), "nsd_tolerance_mm": float(result.nsd_tolerance_mm), "methods": methods}
+
+
+def per_click_csv(result: EvalResult) -> str:
+    """``per_click.csv`` text: one row per case, structure, method and click count."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in result.records:
+        point = r.click.point_xyz if r.click is not None else ("", "", "")
+        positive = "" if r.click is None else int(r.click.is_positive)
+        writer.writerow([r.case_id, r.structure, r.method, r.n_clicks, f"{r.dsc:.6f}", f"{r.nsd:.6f}",
+                         f"{r.seconds:.4f}", f"{r.cumulative_seconds:.4f}", *_fmt_point(point), positive])
+    return buf.getvalue()
+
+
+def summary_markdown(result: EvalResult) -> str:
+    """``summary.md`` text (see the module docstring)."""
+    dsc, nsd = _structure_means(result, "dsc"), _structure_means(result, "nsd")
+    cases = sorted({r.case_id for r in result.records})
+    head = "| method | metric | " + " | ".join(f"{n} click{'s' * (n > 1)}" for n in result.clicks) + " |"
+    rule = "|---|---|" + "---:|" * len(result.clicks)
+    lines = ["# CT-SAM3D simulated-click evaluation", "",
+             f"{len(cases)} case(s), clicks {', '.join(map(str, result.clicks))}, NSD tolerance "
+             f"{result.nsd_tolerance_mm:g} mm, seed {result.seed}. Mean ± std over structures (each structure "
+             "averaged over its cases first).", "", "## Mean over structures", "", head, rule]
+    for method in result.methods:
+        for label, values in (("DSC", dsc), ("NSD", nsd)):
+            cells = [_pm(*_stats(values, method, n)) for n in result.clicks]
+            lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Time per click", "", _timing_table(result)]
+    for label, metric in (("DSC", "dsc"), ("NSD", "nsd")):
+        lines += ["", f"## {label} per structure (mean ± std over cases)", "", _structure_table(result, metric)]
+    if result.skipped:
+        lines += ["", "## Skipped", ""] + [f"- {msg}" for msg in result.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def dsc_plot_png(result: EvalResult) -> bytes:
+    """PNG bytes of mean DSC (± std band) against the number of clicks, one line per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = _structure_means(result, "dsc")
+    fig = Figure(figsize=(5.0, 3.6), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    x = np.asarray(result.clicks)
+    for method in result.methods:
+        stats = np.asarray([_stats(values, method, n) for n in result.clicks])
+        ax.plot(x, 100 * stats[:, 0], marker="o", label=method)
+        ax.fill_between(x, 100 * (stats[:, 0] - stats[:, 1]), 100 * (stats[:, 0] + stats[:, 1]), alpha=0.15)
+    ax.set_xlabel("number of clicks")
+    ax.set_ylabel("mean DSC (%)")
+    ax.set_xticks(x)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(f"DSC vs clicks ({len(_structures(result))} structures)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _structure_means(result: EvalResult, attr: str) -> dict[tuple[str, str, int], float]:
+    """(method, structure, clicks) -> mean of ``attr`` over the cases that have the structure."""
+    per_case: _Values = defaultdict(list)
+    for r in result.records:
+        per_case[(r.method, r.structure, r.n_clicks)].append(float(getattr(r, attr)))
+    return {k: float(np.mean(v)) for k, v in per_case.items()}
+
+
+def _stats(values: dict[tuple[str, str, int], float], method: str, n: int) -> tuple[float, float]:
+    """(mean, std) over structures of a method's values at ``n`` clicks; (nan, nan) if none."""
+    vals = [v for (m, _, k), v in values.items() if m == method and k == n]
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _structures(result: EvalResult, method: str | None = None) -> list[str]:
+    return sorted({r.structure for r in result.records if method is None or r.method == method})
+
+
+def _timing_table(result: EvalResult) -> str:
+    lines = ["| method | clicks placed | mean s/click | median s/click | max s/click | first click mean s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for method in result.methods:
+        traces = [t for t in result.traces if t.method == method]
+        secs = np.asarray([s for t in traces for s in t.seconds], dtype=float)
+        first = np.asarray([t.seconds[0] for t in traces if t.seconds], dtype=float)
+        if secs.size == 0:
+            lines.append(f"| {method} | 0 | - | - | - | - |")
+            continue
+        lines.append(f"| {method} | {secs.size} | {secs.mean():.3f} | {np.median(secs):.3f} | {secs.max():.3f} | "
+                     f"{first.mean():.3f} |")
+    return "\n".join(lines)
+
+
+def _structure_table(result: EvalResult, metric: str) -> str:
+    """Rows structure x method, columns click counts: mean ± std of ``metric`` over the structure's cases."""
+    per_case: _Values = defaultdict(list)
+    for r in result.records:
+        per_case[(r.method, r.structure, r.n_clicks)].append(float(getattr(r, metric)))
+    lines = ["| structure | method | cases | " + " | ".join(str(n) for n in result.clicks) + " |",
+             "|---|---|---:|" + "---:|" * len(result.clicks)]
+    for structure in _structures(result):
+        for method in result.methods:
+            cells = [per_case.get((method, structure, n), []) for n in result.clicks]
+            if not cells[0]:
+                continue
+            text = " | ".join(_pm(float(np.mean(c)), float(np.std(c))) for c in cells)
+            lines.append(f"| {structure} | {method} | {len(cells[0])} | {text} |")
+    return "\n".join(lines)
+
+
+def _pm(mean: float, std: float) -> str:
+    return "-" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _fmt_point(point: Iterable[Any]) -> list[str]:
+    return [p if p == "" else f"{float(p):g}" for p in point]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,261 @@
+"""``TrainConfig``: every training hyper-parameter in one frozen dataclass.
+
+A recipe is a YAML or TOML file of ``key: value`` pairs (``configs/compact_cpu.yaml``,
+``configs/paper_8gpu.yaml``), read as data only (``yaml.safe_load`` / ``tomllib``) and never
+executed. Unknown keys and wrong types are errors. The config is stored, as a plain dict, in
+every checkpoint (``provenance["config"]``) and in ``train_state.pt``.
+
+Units: steps are optimiser steps; a "sample" is one structure with its two overlapping
+64^3 patches U and V, so a step processes ``batch_size * samples_per_volume`` samples
+per process (``2 x`` that many patches).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from CTSAM3DLib.model.build import VARIANTS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe (Algorithm 1 of CT-SAM3D plus the optimisation schedule).
+
+    Attributes:
+        variant: network variant (``"compact"`` or a release ``restv2_*``); with
+            ``init_checkpoint`` it must match the checkpoint's.
+        init_checkpoint: fine-tune from this checkpoint (ours or the release ``params.pth``);
+            None trains from scratch.
+        window_hu: intensity window ``(min, max)`` in HU, stored in the checkpoints.
+        steps: total optimiser steps of the schedule (``--max-steps`` can stop earlier).
+        batch_size: volumes drawn per step and process.
+        samples_per_volume: structures (U/V pairs) drawn per volume.
+        rounds: click rounds N per sample (round 1: one random foreground click; later rounds
+            add the simulated corrective click and feed the previous mask).
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay (not applied to norms and biases).
+        betas: AdamW betas.
+        warmup_steps: linear warm-up length.
+        warmup_start_factor: learning-rate factor at step 0 of the warm-up.
+        lr_decay_steps: steps at which the rate is multiplied by ``lr_decay_factor``.
+        lr_decay_factor: step-decay factor (paper: 0.1).
+        grad_clip: max global gradient norm; 0 disables clipping.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        focal_weight: weight of the focal loss in L_seg (paper 0.2).
+        dice_weight: weight of the Dice loss in L_seg (paper 0.8).
+        focal_gamma: focal loss exponent.
+        cpp_weight: weight of the CPP MSE loss (both directions summed). The Gaussian target
+            covers ~45 of 262,144 voxels, so the plain mean squared error is ~1e-4; small
+            budgets need a large weight for CPP to learn anything.
+        size_bias: fraction of structure draws weighted by size (the rest uniform per volume).
+        size_power: size-weighted draws use probability proportional to voxels ** size_power.
+        min_structure_voxels: structures with fewer model-space voxels are not sampled.
+        center_jitter: U is centred on its first click, shifted by up to this many voxels per axis.
+        neighbour_jitter: V = U shifted by 48 voxels towards a neighbour (as CPP expansion does at
+            inference), plus up to this many voxels per axis.
+        aug_prob: probability that a sample is augmented spatially.
+        rotate_deg: max rotation (degrees) about each axis.
+        scale_range: isotropic zoom range ``(min, max)``.
+        intensity_prob: probability of intensity jitter.
+        intensity_scale: HU are multiplied by ``1 + U(-s, s)``.
+        intensity_shift_hu: then shifted by ``U(-d, d)`` HU.
+        noise_std_hu: then get Gaussian noise with std ``U(0, n)`` HU.
+        splits: dataset splits used for training (subjects without a split are always used).
+        exclude_structures: structure-name patterns (fnmatch) never sampled.
+        seed: master seed (model init, sampling, clicks, augmentation).
+        threads: torch CPU threads per process; 0 = CPU cores / processes on the node.
+        log_every: steps between metrics.jsonl lines.
+        checkpoint_every: steps between periodic checkpoints (0: only the final one).
+        tensorboard: also write TensorBoard events (needs the ``tensorboard`` package).
+    """
+
+    variant: str = "compact"
+    init_checkpoint: str | None = None
+    window_hu: tuple[float, float] = (-1000.0, 1000.0)
+    steps: int = 2000
+    batch_size: int = 2
+    samples_per_volume: int = 1
+    rounds: int = 5
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    warmup_start_factor: float = 0.01
+    lr_decay_steps: tuple[int, ...] = ()
+    lr_decay_factor: float = 0.1
+    grad_clip: float = 1.0
+    amp: bool = True
+    focal_weight: float = 0.2
+    dice_weight: float = 0.8
+    focal_gamma: float = 2.0
+    cpp_weight: float = 1.0
+    size_bias: float = 0.5
+    size_power: float = 1.0
+    min_structure_voxels: int = 20
+    center_jitter: int = 16
+    neighbour_jitter: int = 4
+    aug_prob: float = 0.5
+    rotate_deg: float = 10.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    intensity_prob: float = 0.5
+    intensity_scale: float = 0.05
+    intensity_shift_hu: float = 20.0
+    noise_std_hu: float = 10.0
+    splits: tuple[str, ...] = ("train",)
+    exclude_structures: tuple[str, ...] = ()
+    seed: int = 0
+    threads: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _hints()[f.name]))
+        self._validate()
+
+    def _validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"Invalid training config: {msg}")
+
+        need(self.variant in VARIANTS, f"variant {self.variant!r} is not one of {sorted(VARIANTS)}")
+        need(self.window_hu[0] < self.window_hu[1], f"window_hu {self.window_hu} needs min < max")
+        for name in ("steps", "batch_size", "samples_per_volume", "rounds", "log_every"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "checkpoint_every", "threads", "min_structure_voxels", "center_jitter",
+                     "neighbour_jitter"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.lr > 0, f"lr must be positive, got {self.lr}")
+        need(0 < self.warmup_start_factor <= 1, "warmup_start_factor must be in (0, 1]")
+        need(0 < self.lr_decay_factor <= 1, "lr_decay_factor must be in (0, 1]")
+        need(all(s > 0 for s in self.lr_decay_steps), "lr_decay_steps must be positive step numbers")
+        for name in ("size_bias", "aug_prob", "intensity_prob"):
+            need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
+        need(0 < self.scale_range[0] <= self.scale_range[1], f"scale_range {self.scale_range} needs 0 < min <= max")
+        need(self.center_jitter <= 20, "center_jitter must be <= 20 voxels (the first click stays in U's core)")
+        need(min(self.focal_weight, self.dice_weight, self.cpp_weight, self.grad_clip) >= 0,
+             "loss weights and grad_clip must be >= 0")
+
+    # ---- construction ----------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a mapping; unknown keys are an error that names the closest known key."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source}: expected a mapping of key: value, got {type(values).__name__}.")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), known, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"{source}: unknown config key(s) {', '.join(hints)}. Known keys: {', '.join(known)}.")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) recipe. Data only, never executed.
+
+        Raises:
+            ValueError: unreadable file, unknown keys, wrong types or invalid values.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"Config file {p} does not exist.")
+        text = p.read_text(encoding="utf-8")
+        try:
+            if p.suffix.lower() == ".toml":
+                data = tomllib.loads(text)
+            elif p.suffix.lower() in (".yaml", ".yml"):
+                data = yaml.safe_load(text) or {}
+            else:
+                raise ValueError(f"Config file {p} must end in .yaml, .yml or .toml.")
+        except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"Cannot parse config {p}: {exc}") from None
+        return cls.from_dict(data, source=str(p))
+
+    def replace(self, **overrides: Any) -> TrainConfig:
+        """A copy with some fields changed (validated; unknown names are an error)."""
+        return type(self).from_dict({**self.to_dict(), **overrides}, source="overrides")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists instead of tuples): YAML/JSON-safe and ``weights_only``-loadable."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def to_yaml(self) -> str:
+        """The config as YAML text (what ``from_file`` reads back)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["lr=3e-4", "rounds=3"]`` -> ``{"lr": 3e-4, "rounds": 3}`` (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"Override {item!r} must look like KEY=VALUE (e.g. lr=3e-4).")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's type hint; convert lists to tuples and YAML number strings."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _coerce(name, value, hint)
+    if origin is tuple:
+        if isinstance(value, (str, int, float)) and len(args) == 2 and args[1] is Ellipsis:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"Invalid training config: {name} must be a list, got {value!r}.")
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(name, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ValueError(f"Invalid training config: {name} must have {len(args)} values, got {list(value)}.")
+        return tuple(_coerce(name, v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"Invalid training config: {name} must be true or false, got {value!r}.")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"Invalid training config: {name} must be an integer, got {value!r}.")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"Invalid training config: {name} must be a number, got {value!r}.")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"Invalid training config: {name} must be a string, got {value!r}.")
+        return value
+    return value
