@@ -25,10 +25,11 @@ Arrays are ``(z, y, x)``; clicks are voxel ``(x, y, z)`` on the input grid; spac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,9 @@ from tqdm.auto import tqdm
 from CTSAM3DLib.engine.session import Session, SessionConfig
 from CTSAM3DLib.eval.growcut import grow_from_seeds
 from CTSAM3DLib.eval.metrics import dice, normalized_surface_dice
+from CTSAM3DLib.io.datasets import DataIssue, LabelSource, Subject, read_structures
+from CTSAM3DLib.io.readers import ImageReadError, read_image, volume_to_sitk
+from CTSAM3DLib.io.volume import Volume
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.prompts.click import Click
 from CTSAM3DLib.prompts.simulate import first_click, next_click
@@ -63,13 +67,14 @@ class EvalCase:
 
     Attributes:
         case_id: unique name of the case (subject id).
-        image: the CT (HU), or a function returning it; loaded when the case is evaluated.
+        image: the CT (HU) as a SimpleITK image or ``Volume``, or a function returning one
+            (called when the case is evaluated).
         masks: structure name -> ground-truth mask ``(z, y, x)`` on the image's grid
             (non-zero = structure), or a function loading it (read only when needed).
     """
 
     case_id: str
-    image: sitk.Image | Callable[[], sitk.Image]
+    image: sitk.Image | Volume | Callable[[], sitk.Image | Volume]
     masks: Mapping[str, MaskSource]
 
 
@@ -212,6 +217,49 @@ def case_rng(seed: int, case_id: str, structure: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(case_id.encode()), zlib.crc32(structure.encode())])
 
 
+def dataset_cases(subjects: Iterable[Subject], issues: list[DataIssue] | None = None) -> Iterator[EvalCase]:
+    """Turn dataset subjects (``CTSAM3DLib.io.datasets.scan_datasets``) into cases, one CT at a time.
+
+    Each CT is read when its case is produced; each label file is read when one of its
+    structures is first needed, through ``read_structures`` (so labels on another grid are
+    resampled onto the CT's grid exactly as for training), and kept until another file is
+    needed. A subject whose CT cannot be read is skipped.
+
+    Args:
+        subjects: the dataset's subjects.
+        issues: if given, data problems found while reading are appended to it.
+    """
+    found: list[DataIssue] = [] if issues is None else issues
+    for subject in subjects:
+        try:
+            image = read_image(subject.image_path)
+        except ImageReadError as exc:
+            found.append(DataIssue(subject.subject_id, subject.image_path, f"{exc}; subject skipped"))
+            continue
+        yield EvalCase(subject.subject_id, image, _mask_loaders(subject, image, found))
+
+
+def _mask_loaders(subject: Subject, image: sitk.Image, issues: list[DataIssue]) -> dict[str, Callable[[], np.ndarray]]:
+    """Structure name -> loader of its bool mask on the CT grid (all-False if unusable; see ``issues``)."""
+    last: dict[LabelSource, dict[str, np.ndarray]] = {}
+    empty_shape = tuple(image.GetSize())[::-1]
+
+    def load(src: LabelSource, name: str) -> np.ndarray:
+        if src not in last:
+            last.clear()
+            _, masks, found = read_structures(dataclasses.replace(subject, labels=(src,)), image, src.names)
+            issues.extend(i for i in found if i not in issues)
+            last[src] = masks
+        mask = last[src].get(name)
+        return mask if mask is not None else np.zeros(empty_shape, dtype=bool)
+
+    loaders: dict[str, Callable[[], np.ndarray]] = {}
+    for src in subject.labels:
+        for name in src.names:
+            loaders.setdefault(name, lambda src=src, name=name: load(src, name))  # type: ignore[misc]
+    return loaders
+
+
 def _validate_options(max_structures: int | None, baseline: str | None, nsd_tolerance_mm: float) -> None:
     if max_structures is not None and int(max_structures) < 1:
         raise ValueError(f"max_structures must be at least 1, got {max_structures}.")
@@ -231,6 +279,7 @@ def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...]
                    selection: tuple[Sequence[str] | None, int | None], out: _Collector, bar: tqdm) -> None:
     """One session for the case; every selected structure is one target of it."""
     image = case.image() if callable(case.image) else case.image
+    image = volume_to_sitk(image) if isinstance(image, Volume) else image
     names = _structures_of_case(case, image, selection, out)
     bar.total += len(names)
     bar.refresh()

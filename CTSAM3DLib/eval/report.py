@@ -49,11 +49,12 @@ def check_output_dir(out_dir: str | Path, overwrite: bool = False) -> None:
 
     Raises:
         FileExistsError: a report file exists and ``overwrite`` is False.
-        NotADirectoryError: ``out_dir`` is an existing file.
+        FileExistsError: also when ``out_dir`` is an existing file.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"The output path {out} is a file, not a folder.")
+        raise FileExistsError(f"The output path {out} is an existing file, not a folder; choose a folder for the "
+                              "report.")
     existing = [name for name in REPORT_FILES if (out / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds evaluation results ({', '.join(existing)}); pass --overwrite "
@@ -81,13 +82,14 @@ def write_report(result: EvalResult, out_dir: str | Path, overwrite: bool = Fals
 
 
 def summarize(result: EvalResult) -> dict[str, Any]:
-    """The ``summary.json`` dict: mean DSC / NSD per method and click count (string keys)."""
+    """The ``summary.json`` dict: mean DSC / NSD per method and click count (string keys; null if none)."""
     values = {metric: _structure_means(result, metric) for metric in _METRICS}
     methods: dict[str, Any] = {}
     for method in result.methods:
         entry: dict[str, Any] = {}
         for metric in _METRICS:
-            entry[f"mean_{metric}"] = {str(n): _stats(values[metric], method, n)[0] for n in result.clicks}
+            means = {str(n): _stats(values[metric], method, n)[0] for n in result.clicks}
+            entry[f"mean_{metric}"] = {k: (None if np.isnan(v) else v) for k, v in means.items()}
         entry["n_structures"] = len(_structures(result, method))
         methods[method] = entry
     return {"clicks": list(result.clicks), "nsd_tolerance_mm": float(result.nsd_tolerance_mm), "methods": methods}
@@ -147,7 +149,7 @@ def dsc_plot_png(result: EvalResult) -> bytes:
     ax.set_xticks(x)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     ax.set_title(f"DSC vs clicks ({len(_structures(result))} structures)")
     fig.tight_layout()
     buf = io.BytesIO()

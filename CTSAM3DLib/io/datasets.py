@@ -50,7 +50,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -253,7 +253,8 @@ def _merge_labels(first: tuple[LabelSource, ...], extra: tuple[LabelSource, ...]
                   ) -> tuple[tuple[LabelSource, ...], list[tuple[LabelSource, str]]]:
     """Append label files, dropping structures that an earlier file already names."""
     names = {n for src in first for n in src.names}
-    out, dup = list(first), []
+    out: list[LabelSource] = list(first)
+    dup: list[tuple[LabelSource, str]] = []
     for src in extra:
         keep = tuple((n, v) for n, v in src.structures if n not in names)
         dup.extend((src, n) for n in src.names if n in names)
@@ -327,7 +328,8 @@ def _nnunet_labels(labels: Mapping[str, object], path: Path) -> tuple[tuple[str,
                     out.append((str(v), (int(k),)))
         else:  # nnU-Net v2: {"background": 0, "liver": 1, "tumour region": [1, 2]}
             for k, v in labels.items():
-                values = tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
+                items: list[Any] = list(v) if isinstance(v, (list, tuple)) else [v]
+                values = tuple(int(x) for x in items)
                 if values and any(values) and str(k).lower() != "background":
                     out.append((str(k), tuple(x for x in values if x != 0)))
     except (TypeError, ValueError) as exc:
@@ -369,7 +371,8 @@ def _scan_nnunet(root: Path) -> DatasetScan:
                 continue  # another channel of a multi-channel case; CT uses channel 0000
             case = stem[:-5] if stem.endswith("_0000") else stem
             if case not in labelled:
-                issues.append(DataIssue(case, root / "labelsTr" / f"{case}{ending}", "label file missing; case skipped"))
+                issues.append(DataIssue(case, root / "labelsTr" / f"{case}{ending}",
+                                        "label file missing; case skipped"))
     subjects: list[Subject] = []
     for case, img, lab in pairs:
         if not lab.is_file():
@@ -417,7 +420,7 @@ def _scan_multilabel(root: Path) -> DatasetScan:
     for case, lab in labels.items():
         img = images.get(case, root / "images" / f"{case}.nii.gz")
         subjects.append(Subject(case, img, (LabelSource(lab, structures),), splits.get(case), "multilabel", root))
-    for case, img in images.items():
+    for case in images:
         if case not in labels:
             issues.append(DataIssue(case, root / "labels" / f"{case}.nii.gz", "label file missing; case skipped"))
     return DatasetScan(tuple(subjects), tuple(issues))

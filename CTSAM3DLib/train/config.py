@@ -12,10 +12,10 @@ per process (``2 x`` that many patches).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 from CTSAM3DLib.model.build import VARIANTS
@@ -50,14 +51,15 @@ class TrainConfig:
         warmup_start_factor: learning-rate factor at step 0 of the warm-up.
         lr_decay_steps: steps at which the rate is multiplied by ``lr_decay_factor``.
         lr_decay_factor: step-decay factor (paper: 0.1).
-        grad_clip: max global gradient norm; 0 disables clipping.
+        grad_clip: max gradient norm, applied separately to the segmenter (encoder + decoder) and
+            to the CPP sub-network; 0 disables clipping.
         amp: bf16 autocast on CUDA (ignored on CPU).
         focal_weight: weight of the focal loss in L_seg (paper 0.2).
         dice_weight: weight of the Dice loss in L_seg (paper 0.8).
         focal_gamma: focal loss exponent.
-        cpp_weight: weight of the CPP MSE loss (both directions summed). The Gaussian target
-            covers ~45 of 262,144 voxels, so the plain mean squared error is ~1e-4; small
-            budgets need a large weight for CPP to learn anything.
+        cpp_weight: weight of the CPP loss (MSE averaged over both directions). The CPP
+            sub-network has its own parameters and AdamW is invariant to the scale of a loss, so
+            this weight mostly affects the logged total loss.
         size_bias: fraction of structure draws weighted by size (the rest uniform per volume).
         size_power: size-weighted draws use probability proportional to voxels ** size_power.
         min_structure_voxels: structures with fewer model-space voxels are not sampled.
@@ -74,7 +76,9 @@ class TrainConfig:
         splits: dataset splits used for training (subjects without a split are always used).
         exclude_structures: structure-name patterns (fnmatch) never sampled.
         seed: master seed (model init, sampling, clicks, augmentation).
-        threads: torch CPU threads per process; 0 = CPU cores / processes on the node.
+        threads: torch CPU threads per process; 0 = auto: the cores not busy with other work
+            (1-minute load average) divided among this node's processes. Fix it for bit-exact
+            resumes on CPU (the thread count changes floating-point summation order).
         log_every: steps between metrics.jsonl lines.
         checkpoint_every: steps between periodic checkpoints (0: only the final one).
         tensorboard: also write TensorBoard events (needs the ``tensorboard`` package).
@@ -247,10 +251,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return value
     if hint is float:
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"Invalid training config: {name} must be a number, got {value!r}.")
         return float(value)

@@ -1,0 +1,476 @@
+"""CTSAM3D: click-prompted 3-D segmentation of CT (CT-SAM3D) in 3D Slicer.
+
+The module is thin. The widget wires the UI; ``CTSAM3DLogic`` adds Slicer's base class to the
+Qt-free ``CTSAM3DLib.mrml_bridge.BridgeLogic`` (imported on first use, after PyTorch is there),
+which converts MRML <-> engine, owns the session and writes only the changed box of a segment.
+Inference runs on one worker thread; results are committed to the scene on the main thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+try:
+    import qt
+    import slicer
+    import vtk
+    from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+    from slicer.ScriptedLoadableModule import (
+        ScriptedLoadableModule,
+        ScriptedLoadableModuleLogic,
+        ScriptedLoadableModuleTest,
+        ScriptedLoadableModuleWidget,
+    )
+    from slicer.util import VTKObservationMixin
+except ImportError as _error:
+    raise ImportError(
+        "CTSAM3D.py is a 3D Slicer module and runs only inside 3D Slicer: it needs Slicer's Python (qt, "
+        f"slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper); here: {_error}. Outside Slicer use "
+        "CTSAM3DLib (CLI and Python API) or CTSAM3DLib.mrml_bridge with the slicer-core wheel."
+    ) from _error
+
+# Requirement of the PyTorch installed through the PyTorch extension.
+TORCH_REQUIREMENT = ">=2.1"
+# How often (ms) the widget collects finished worker jobs.
+POLL_INTERVAL_MS = 50
+# Public names of CTSAM3DLib.mrml_bridge.BridgeLogic that CTSAM3DLogic exposes (the scripting API).
+DELEGATED_TO_BRIDGE = frozenset({"segment", "session", "load_model", "set_predictor", "configure", "available_devices",
+                                 "worker", "cancel", "close_session", "predictor", "config", "overwrite"})
+
+
+class CTSAM3D(ScriptedLoadableModule):
+    """Module description shown by Slicer."""
+
+    def __init__(self, parent: Any) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "CTSAM3D"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["CTSAM3D contributors"]
+        self.parent.helpText = (
+            "Click-prompted 3-D segmentation of anatomy in CT (CT-SAM3D). Choose a CT, a segmentation and a "
+            "segment, press Start, then place include (green) and exclude (red) points in any view: every point "
+            "updates the segment. T toggles include/exclude, Ctrl+Z / Ctrl+Y undo / redo, N starts the next "
+            "segment. Clicks are stored with each segment and survive saving the scene. "
+            "See docs/slicer.md of the CTSAM3D repository."
+        )
+        self.parent.acknowledgementText = (
+            "CT-SAM3D: Guo et al., 'Towards a Comprehensive, Efficient and Promptable Anatomic Structure "
+            "Segmentation Model using 3D Whole-body CT Scans'. Sample CT from the TotalSegmentator test data "
+            "(Wasserthal et al., Radiology: AI 2023, Apache-2.0)."
+        )
+
+
+@parameterNodeWrapper
+class CTSAM3DParameterNode:
+    """Module state saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    segmentId: str = ""
+    useCpp: bool = True
+    maxPatches: Annotated[int, WithinRange(1, 125)] = 27
+    overwrite: Annotated[str, Choice(["none", "visible", "all"])] = "none"
+    device: Annotated[str, Choice(["cuda", "cpu"])] = "cuda"
+    checkpointPath: str = ""  # empty: the bundled default weights
+    windowMinHu: Annotated[float, WithinRange(-4000.0, 4000.0)] = -1000.0
+    windowMaxHu: Annotated[float, WithinRange(-4000.0, 4000.0)] = 1000.0
+
+
+class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The GUI: wiring only; every action is one logic call inside ``tryWithErrorDisplay``."""
+
+    def __init__(self, parent: Any = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: CTSAM3DLogic | None = None
+        self._parameterNode: CTSAM3DParameterNode | None = None
+        self._parameterNodeGuiTag = None
+        self._prompts = None  # CTSAM3DLib.mrml_bridge.PromptMarkups once started
+        self._isPositive = True
+        self._dependenciesChecked = False
+        self._shortcuts: list[Any] = []
+        self._timer = qt.QTimer()
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CTSAM3D.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = CTSAM3DLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        actions = {"startButton": self.onStart, "undoButton": self.onUndo, "redoButton": self.onRedo,
+                   "resetButton": self.onReset, "nextSegmentButton": self.onNextSegment, "cancelButton": self.onCancel,
+                   "importCheckpointButton": self.onImportCheckpoint,
+                   "defaultCheckpointButton": self.onDefaultCheckpoint,
+                   "positiveButton": lambda: self.setPlaceMode(True),
+                   "negativeButton": lambda: self.setPlaceMode(False)}
+        for name, handler in actions.items():
+            getattr(self.ui, name).connect("clicked(bool)", lambda _checked, handler=handler: handler())
+        self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self.onPoll)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self._timer.stop()
+        self._removeShortcuts()
+        if self.logic is not None:
+            self.logic.close()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        keys = {"Ctrl+Z": self.onUndo, "Ctrl+Y": self.onRedo, "T": self.onToggle, "N": self.onNextSegment}
+        for key, handler in keys.items() if slicer.util.mainWindow() else ():
+            shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
+            shortcut.connect("activated()", handler)
+            self._shortcuts.append(shortcut)
+
+    def exit(self) -> None:
+        self._removeShortcuts()
+        self._disconnectParameterNode()  # keep the node: points placed elsewhere still segment
+
+    def _removeShortcuts(self) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.setParent(None)
+        self._shortcuts = []
+
+    def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        self.setParameterNode(None)
+        self._prompts = None  # its nodes go with the scene
+        if self.logic is not None:
+            self.logic.close()
+
+    def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def _disconnectParameterNode(self) -> None:
+        if self._parameterNode and self._parameterNodeGuiTag:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def setParameterNode(self, inputParameterNode: CTSAM3DParameterNode | None) -> None:
+        self._disconnectParameterNode()
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller: Any = None, event: Any = None) -> None:
+        params = self._parameterNode
+        if params is None:
+            return
+        if self.ui.segmentSelector.currentNode() is not params.segmentation:
+            self.ui.segmentSelector.setCurrentNode(params.segmentation)
+        self.ui.startButton.enabled = bool(params.inputVolume and params.segmentation)
+        self.ui.deviceWarningLabel.visible = params.device == "cpu"
+        self.ui.windowMinSpinBox.enabled = self.ui.windowMaxSpinBox.enabled = bool(params.checkpointPath)
+
+    # ---- actions --------------------------------------------------------------------------
+    def onStart(self) -> None:
+        with slicer.util.tryWithErrorDisplay("CTSAM3D could not start.", waitCursor=True):
+            session = self._session()
+            if not self._parameterNode.segmentId:
+                self._parameterNode.segmentId = session.add_segment()
+                self.ui.segmentSelector.setCurrentSegmentID(self._parameterNode.segmentId)
+            if self._prompts is None:
+                from CTSAM3DLib.mrml_bridge import PromptMarkups
+
+                self._prompts = PromptMarkups(slicer.mrmlScene, self.onPoint)
+            self._restoreSegment()
+            self.setPlaceMode(True)
+
+    def onPoint(self, pointWorld: Any, isPositive: bool) -> None:
+        with slicer.util.tryWithErrorDisplay("CTSAM3D could not use this point."):
+            session = self._session()
+            self._submit(session, session.prepare_click(pointWorld, isPositive, self._segmentId()))
+
+    def onUndo(self) -> None:
+        self._submitKind("undo")
+
+    def onRedo(self) -> None:
+        self._submitKind("redo")
+
+    def onReset(self) -> None:
+        self._submitKind("reset")
+
+    def onNextSegment(self) -> None:
+        with slicer.util.tryWithErrorDisplay("CTSAM3D could not add a segment."):
+            segmentId = self._session().add_segment()
+            self.ui.segmentSelector.setCurrentSegmentID(segmentId)
+
+    def onSegmentChanged(self, segmentId: str) -> None:
+        if self._parameterNode is None or self._parameterNode.segmentId == segmentId:
+            return
+        self._parameterNode.segmentId = segmentId
+        if self._prompts is not None and segmentId:
+            with slicer.util.tryWithErrorDisplay("CTSAM3D could not continue this segment."):
+                self._restoreSegment()
+
+    def onToggle(self) -> None:
+        self.setPlaceMode(not self._isPositive)
+
+    def setPlaceMode(self, isPositive: bool) -> None:
+        self._isPositive = isPositive
+        self.ui.positiveButton.checked, self.ui.negativeButton.checked = isPositive, not isPositive
+        if self._prompts is None:
+            return
+        markupsLogic = slicer.modules.markups.logic()
+        markupsLogic.SetActiveList(self._prompts.node(isPositive))
+        markupsLogic.StartPlaceMode(True)
+
+    def onCancel(self) -> None:
+        self.logic.cancel()
+        self.ui.statusLabel.text = "Cancelling..."
+
+    def onImportCheckpoint(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Import authors' checkpoint", "",
+                                              "Checkpoints (*.pth *.pt *.ckpt);;All files (*)")
+        if path:
+            self._parameterNode.checkpointPath = path
+
+    def onDefaultCheckpoint(self) -> None:
+        self._parameterNode.checkpointPath = ""
+
+    # ---- worker ---------------------------------------------------------------------------
+    def _submitKind(self, kind: str) -> None:
+        with slicer.util.tryWithErrorDisplay(f"CTSAM3D could not {kind}."):
+            session = self._session()
+            self._submit(session, session.prepare(kind, self._segmentId()))
+
+    def _submit(self, session: Any, job: Any) -> None:
+        self.logic.worker.submit(session, job)
+        self.ui.cancelButton.enabled = True
+        self.ui.statusLabel.text = "Segmenting..."
+        self._timer.start()
+
+    def onPoll(self) -> None:
+        for result in self.logic.worker.poll():
+            if result.error is not None:
+                self._showError(result.error)
+            else:
+                self._showOutcome(result.outcome)
+            if self._prompts and self._parameterNode and result.job.segment_id == self._parameterNode.segmentId:
+                self._prompts.show(*result.clicks_world())
+        if not self.logic.worker.busy:
+            self._timer.stop()
+            self.ui.cancelButton.enabled = False
+
+    def _showOutcome(self, outcome: Any) -> None:
+        device = getattr(self.logic.predictor, "device", "?")
+        self.ui.statusLabel.text = (f"{device} | {outcome.seconds * 1000:.0f} ms | {outcome.patches} patches "
+                                    f"({outcome.cpp_patches} by CPP) | {len(outcome.labels)} clicks")
+
+    def _showError(self, error: BaseException) -> None:
+        from CTSAM3DLib.mrml_bridge import ClickCancelled
+
+        if isinstance(error, ClickCancelled):
+            self.ui.statusLabel.text = "Cancelled: the segment is unchanged."
+            return
+        self.ui.statusLabel.text = f"Error: {error}"
+        slicer.util.errorDisplay(str(error), windowTitle="CTSAM3D")
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _segmentId(self) -> str:
+        segmentId = self._parameterNode.segmentId
+        if not segmentId:
+            raise ValueError("Select a segment (or press Next segment) first.")
+        return segmentId
+
+    def _session(self) -> Any:
+        """The logic's session for the selected nodes, with the model and settings chosen in the GUI."""
+        self._ensureDependencies()
+        params = self._parameterNode
+        path = params.checkpointPath or None
+        self.logic.load_model(path, params.device, (params.windowMinHu, params.windowMaxHu) if path else None)
+        self.logic.configure(use_cpp=params.useCpp, max_patches=params.maxPatches, overwrite=params.overwrite)
+        return self.logic.session(params.inputVolume, params.segmentation)
+
+    def _restoreSegment(self) -> None:
+        session = self._session()
+        job = session.prepare("restore", self._segmentId())
+        if job.replay_labels:
+            self._submit(session, job)
+        else:
+            self._prompts.show(*session.clicks_world(job.segment_id))
+
+    def _ensureDependencies(self) -> None:
+        if not self._dependenciesChecked:
+            ensureDependencies(self.resourcePath("requirements.txt"))
+            if self._parameterNode.device not in self.logic.available_devices():
+                self._parameterNode.device = "cpu"  # no usable CUDA: shows the CPU warning
+            self._dependenciesChecked = True
+
+
+def ensureDependencies(requirementsPath: str) -> None:
+    """PyTorch through the PyTorch extension, the rest of requirements.txt with pip: only after the user confirms."""
+    try:
+        import PyTorchUtils
+    except ModuleNotFoundError as error:
+        raise RuntimeError("CTSAM3D needs the 'PyTorch' extension: install it with the Extensions Manager, restart "
+                           "Slicer and try again.") from error
+    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torchLogic.torchInstalled():
+        if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            raise RuntimeError("CTSAM3D cannot run without PyTorch, which was not installed.")
+    ensureRequirements(requirementsPath)
+
+
+def ensureRequirements(requirementsPath: str) -> None:
+    """Install missing packages of requirements.txt after the user confirms (never silently)."""
+    try:
+        from slicer import packaging as slicerPackaging  # Slicer >= 5.10: checks, asks, installs
+    except ImportError:
+        slicerPackaging = None
+    if slicerPackaging is not None and hasattr(slicerPackaging, "pip_ensure"):
+        slicerPackaging.pip_ensure(slicerPackaging.load_requirements(requirementsPath), requester="CTSAM3D")
+        return
+    missing = missingRequirements(requirementsPath)
+    if not missing:
+        return
+    if not slicer.util.confirmOkCancelDisplay("CTSAM3D needs these Python packages:\n\n" + "\n".join(missing)
+                                              + "\n\nInstall them now into Slicer's Python?", windowTitle="CTSAM3D"):
+        raise RuntimeError("CTSAM3D cannot run without: " + ", ".join(missing))
+    slicer.util.pip_install(missing)
+
+
+def missingRequirements(requirementsPath: str) -> list[str]:
+    """Lines of requirements.txt whose distribution is absent or whose version does not satisfy them."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    missing = []
+    for line in Path(requirementsPath).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        try:
+            if requirement.specifier.contains(metadata.version(requirement.name), prereleases=True):
+                continue
+        except metadata.PackageNotFoundError:
+            pass
+        missing.append(line)
+    return missing
+
+
+class CTSAM3DLogic(ScriptedLoadableModuleLogic):
+    """Slicer's face of ``CTSAM3DLib.mrml_bridge.BridgeLogic`` (Qt-free), created on first use.
+
+    Scripting API (Python console), all delegated to ``BridgeLogic``::
+
+        logic = slicer.util.getModuleLogic("CTSAM3D")
+        segmentId = logic.segment(volumeNode, segmentationNode, None, pointsRAS, labels)  # labels: 1 / 0
+        session = logic.session(volumeNode, segmentationNode)  # click / undo / redo / reset / restore
+        logic.load_model(path=None, device="cuda"); logic.configure(use_cpp=True, max_patches=27)
+    """
+
+    def __init__(self) -> None:
+        self._core = None
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self) -> CTSAM3DParameterNode:
+        return CTSAM3DParameterNode(super().getParameterNode())
+
+    @property
+    def core(self) -> Any:
+        """The ``BridgeLogic`` (imports CTSAM3DLib and PyTorch on first use)."""
+        if self._core is None:
+            from CTSAM3DLib.mrml_bridge import BridgeLogic
+
+            self._core = BridgeLogic()
+        return self._core
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DELEGATED_TO_BRIDGE:  # never import torch for Slicer's own hasattr() probes
+            raise AttributeError(name)
+        return getattr(self.core, name)
+
+    def close(self) -> None:
+        if self._core is not None:
+            self._core.close()
+
+
+class CTSAM3DTest(ScriptedLoadableModuleTest):
+    """Self-test in real Slicer (``Slicer --no-main-window --testing ...``, or ctest): the logic on a synthetic
+    oblique, parent-transformed volume, and the bundled sample CT against the stored reference masks."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_markups_click_lands_on_voxel()
+        self.setUp()
+        self.test_reference_masks()
+
+    def test_markups_click_lands_on_voxel(self) -> None:
+        import numpy as np
+        import torch
+
+        from CTSAM3DLib import Predictor, build_model
+        from CTSAM3DLib.mrml_bridge import PromptMarkups, local_to_world
+
+        ijkToRas = np.array([[0.0, -0.9, 0.0, 20.0], [1.1, 0.0, 0.0, -10.0], [0.0, 0.0, -2.0, 35.0], [0, 0, 0, 1]])
+        array = np.random.default_rng(0).normal(0, 50, (30, 40, 50)).astype(np.int16)
+        volume = slicer.util.addVolumeFromArray(array, ijkToRas, name="Synthetic CT")
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+        transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(
+            np.array([[0, -1, 0, 5.0], [1, 0, 0, -3.0], [0, 0, 1, 12.0], [0, 0, 0, 1]])))
+        volume.SetAndObserveTransformNodeID(transform.GetID())
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        torch.manual_seed(0)
+        logic = CTSAM3DLogic()
+        logic.set_predictor(Predictor(build_model("compact"), "compact", (-1000.0, 1000.0)))
+        logic.configure(use_cpp=False)
+        session = logic.session(volume, segmentation)
+        segmentId = session.add_segment()
+        prompts = PromptMarkups(slicer.mrmlScene, lambda p, positive: session.click(p, positive, segmentId))
+        target = (25, 20, 14)
+        pointWorld = local_to_world(volume, (ijkToRas @ np.array([*target, 1.0]))[:3])[0]
+        prompts.positive_node.AddControlPointWorld(pointWorld.tolist())
+        np.testing.assert_allclose(session.engine.clicks(segmentId)[0].point_xyz, target, atol=1e-6)
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+        logic.close()
+        self.delayDisplay("Markups click landed on its voxel")
+
+    def test_reference_masks(self) -> None:
+        """Replays Resources/sample/reference/clicks.json on the sample CT; Dice >= 0.99 per structure."""
+        from CTSAM3DLib import bundled
+
+        referenceDir = bundled.resources_dir() / "sample" / "reference"
+        specPath = referenceDir / "clicks.json"
+        self.assertTrue(specPath.is_file(), f"{specPath} is missing: run Testing/slicer_module/make_reference_masks.py")
+        spec = json.loads(specPath.read_text())
+        volume = slicer.util.loadVolume(str(bundled.sample_dir() / "ct.nii.gz"))
+        reference = slicer.util.loadSegmentation(str(referenceDir / spec["segmentation"]))
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CTSAM3D")
+        logic = CTSAM3DLogic()
+        logic.load_model(None, spec.get("device", "cpu"))
+        logic.configure(use_cpp=spec["use_cpp"], max_patches=spec["max_patches"])
+        for structure in spec["structures"]:
+            segmentId = logic.segment(volume, segmentation, None, structure["points_ras"], structure["labels"])
+            ours = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume) > 0
+            referenceId = reference.GetSegmentation().GetSegmentIdBySegmentName(structure["name"])
+            theirs = slicer.util.arrayFromSegmentBinaryLabelmap(reference, referenceId, volume) > 0
+            dice = 2.0 * (ours & theirs).sum() / max(1, ours.sum() + theirs.sum())
+            logging.info(f"CTSAM3D reference {structure['name']}: Dice {dice:.4f}")
+            self.assertGreaterEqual(dice, 0.99, f"{structure['name']}: Dice {dice:.4f} < 0.99")
+        logic.close()
+        self.delayDisplay("Reference masks reproduced")

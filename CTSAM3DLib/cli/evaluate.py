@@ -1,0 +1,154 @@
+"""``ctsam3d evaluate``: the paper's simulated-click evaluation on a labelled dataset.
+
+Reads the dataset layouts training reads (``CTSAM3DLib.io.datasets``), runs
+``CTSAM3DLib.eval.protocol.evaluate`` and writes ``CTSAM3DLib.eval.report`` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from CTSAM3DLib.api import load_model
+from CTSAM3DLib.cli.errors import USER_ERRORS
+from CTSAM3DLib.cli.segment import add_model_args
+from CTSAM3DLib.engine.session import SessionConfig
+from CTSAM3DLib.eval.protocol import BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks
+from CTSAM3DLib.eval.report import check_output_dir, summarize, write_report
+from CTSAM3DLib.io.datasets import TOTALSEG_CT, DataIssue, Subject, log_issues, scan_datasets
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTION = (
+    "Simulated-click evaluation as in the CT-SAM3D paper. Per case and structure, the first click is a random "
+    "foreground voxel (seeded); each next click is the point of the current error region farthest (in mm) from that "
+    "region's boundary, positive in a false negative, negative in a false positive (the click simulator training "
+    "uses). DSC and NSD are measured on the CT's own grid after each requested click count. Writes per_click.csv, "
+    "summary.json, summary.md and dsc_vs_clicks.png into --output."
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``evaluate``."""
+    p = subparsers.add_parser("evaluate", help="simulated-click evaluation (DSC/NSD vs clicks) on a labelled dataset",
+                              description=_DESCRIPTION)
+    p.add_argument("--data", required=True, action="append", metavar="DIR",
+                   help="dataset folder: TotalSegmentator (<subject>/ct.nii.gz + segmentations/), nnU-Net/MSD "
+                        "(dataset.json + imagesTr/labelsTr) or multilabel (labels.csv + images/ + labels/); also a "
+                        "single TotalSegmentator subject folder. Repeat to merge label-only folders (as in training)")
+    p.add_argument("--output", required=True, metavar="OUT_DIR", help="folder for the report files")
+    add_model_args(p)
+    p.add_argument("--clicks", default=",".join(map(str, DEFAULT_CLICKS)), metavar="N,N,...",
+                   help="click counts at which to measure (default: %(default)s); runs up to the largest")
+    p.add_argument("--structures", metavar="A,B,...", help="evaluate only these structures (default: all)")
+    p.add_argument("--max-structures", type=int, metavar="N",
+                   help="per case, keep only the N largest structures by physical volume (mm^3), after --structures")
+    p.add_argument("--split", help="only subjects of this split (e.g. test) in meta.csv; subjects without a split "
+                                   "are then left out (default: all subjects)")
+    p.add_argument("--baseline", choices=BASELINES,
+                   help="also run 3D Slicer's Grow from seeds, with its own simulated clicks (needs slicer-core)")
+    p.add_argument("--no-cpp", action="store_true", help="do not expand clicks into neighbouring patches")
+    p.add_argument("--max-patches", type=int, default=SessionConfig().max_patches,
+                   help="most patches one click may create with CPP (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random first clicks (default: %(default)s)")
+    p.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM",
+                   help="NSD (surface Dice) tolerance in mm (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``evaluate``; returns the exit code (2 with a one-paragraph message on user errors)."""
+    try:
+        return _run(args)
+    except USER_ERRORS as exc:
+        print(f"ctsam3d evaluate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    clicks = validate_clicks(_parse_clicks(args.clicks))
+    structures = _parse_names(args.structures)
+    out = Path(args.output)
+    check_output_dir(out, args.overwrite)
+    subjects, issues = _scan(args.data, args.split)
+    _check_structures(subjects, structures)
+    predictor = load_model(args.checkpoint, device=args.device, window_hu=args.window)
+    if args.max_patches < 1:
+        raise ValueError(f"--max-patches must be at least 1, got {args.max_patches}.")
+    config = SessionConfig(use_cpp=not args.no_cpp, max_patches=args.max_patches)
+    result = evaluate(predictor, dataset_cases(subjects, issues), clicks, structures=structures,
+                      max_structures=args.max_structures, baseline=args.baseline, session_config=config,
+                      seed=args.seed, nsd_tolerance_mm=args.nsd_tolerance, progress=True)
+    log_issues(issues, logger)
+    if not result.records:
+        raise ValueError("Nothing was evaluated: every selected structure was missing or empty "
+                         f"({'; '.join(result.skipped[:5]) or 'no structures'}). Nothing was written.")
+    paths = write_report(result, out, overwrite=args.overwrite)
+    _print_summary(result, predictor.variant, paths)
+    return 0
+
+
+def _parse_clicks(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--clicks must be positive integers separated by commas, such as 1,3,5,7,9; got {text!r}."
+                         ) from None
+
+
+def _parse_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--structures needs structure names separated by commas, got {text!r}.")
+    return names
+
+
+def _scan(data: list[str], split: str | None) -> tuple[list[Subject], list[DataIssue]]:
+    """Subjects of the dataset folders (a single TotalSegmentator subject folder is allowed)."""
+    roots: list[Path] = []
+    only: set[str] = set()
+    for d in map(Path, data):
+        if not d.is_dir():
+            raise FileNotFoundError(f"Data folder {d} does not exist (or is not a folder). Give a dataset folder "
+                                    "in TotalSegmentator, nnU-Net/MSD or multilabel layout.")
+        is_subject = (d / TOTALSEG_CT).is_file() and (d / "segmentations").is_dir()
+        roots.append(d.resolve().parent if is_subject else d)
+        if is_subject:
+            only.add(d.resolve().name)
+    scan = scan_datasets(roots, [split] if split else None)
+    subjects = [s for s in scan.subjects if not only or s.subject_id in only]
+    if split:
+        subjects = [s for s in subjects if s.split == split]
+    if not subjects:
+        where = ", ".join(map(str, data))
+        raise ValueError(f"No labelled subjects found in {where}" + (f" for split {split!r}" if split else "") +
+                         ". Check the folder layout (see ctsam3d evaluate --help) and the split names in meta.csv.")
+    return subjects, list(scan.issues)
+
+
+def _check_structures(subjects: list[Subject], structures: list[str] | None) -> None:
+    available = {n for s in subjects for n in s.structure_names}
+    if not available:
+        raise ValueError("No structures found: the subjects have no label files.")
+    if structures and not set(structures) & available:
+        names = ", ".join(sorted(available)[:12]) + (" ..." if len(available) > 12 else "")
+        raise ValueError(f"No structures found: none of {', '.join(structures)} is labelled in the data. "
+                         f"Available: {names}.")
+
+
+def _print_summary(result: EvalResult, variant: str, paths: list[Path]) -> None:
+    summary = summarize(result)
+    print(f"evaluated {len({(r.case_id, r.structure) for r in result.records})} structure(s) in "
+          f"{len({r.case_id for r in result.records})} case(s), model {variant}")
+    for method, entry in summary["methods"].items():
+        seconds = [s for t in result.traces if t.method == method for s in t.seconds]
+        dsc = ", ".join(f"{n}: {v:.3f}" for n, v in entry["mean_dsc"].items())
+        print(f"  {method}: mean DSC by clicks {{{dsc}}}; {sum(seconds) / max(len(seconds), 1):.2f} s/click")
+    if result.skipped:
+        print(f"  skipped {len(result.skipped)} structure(s); see summary.md")
+    print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -1,0 +1,512 @@
+"""The training loop: Algorithm 1 of CT-SAM3D with AdamW, warm-up + step decay, DDP and exact resume.
+
+One optimiser step, per process (`Algorithm1.forward`):
+
+1. Encode all U and V patches once (``[2S, 1, 64^3]``).
+2. Round 1: the prompt is the first click only (``[Y=0, P, N]``); the decoder gives logits.
+3. CPP, on round 1's binarised predictions (inference expands with CPP after one click):
+   heatmap for V from ``(U, U's mask, V)`` and for U from ``(V, V's mask, U)``, MSE to a
+   Gaussian at the centroid of the structure inside V (resp. U).
+4. Rounds 2..N: one corrective click per patch from the shared simulator
+   (`CTSAM3DLib.prompts.simulate.next_click`, the deepest point of the error, positive in a
+   false negative, negative in a false positive) on the detached prediction; the prompt holds
+   all clicks so far and the previous probabilities as Y.
+5. Loss = mean over rounds of L_seg (0.2 focal + 0.8 Dice) + ``cpp_weight`` * L_cpp. Gradients of
+   every round flow into the shared encoder features; there is one optimiser step per sample
+   (the paper's Algorithm 1 steps the optimiser inside the click loop; one step over the
+   summed rounds costs one encoder pass instead of N and trains the same objective).
+
+Outputs in ``output_dir``: ``model.pt`` (our checkpoint format, `load_network` / `load_model`),
+``train_state.pt`` (everything needed to resume; plain types and tensors, loadable with
+``weights_only=True``), ``metrics.jsonl``, ``config.yaml``, ``data_issues.txt`` and, if asked,
+TensorBoard events. Only global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM
+from CTSAM3DLib.io.datasets import DataIssue, log_issues, scan_datasets
+from CTSAM3DLib.model.build import build_model
+from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
+from CTSAM3DLib.model.ctsam3d import CTSAM3D
+from CTSAM3DLib.model.predictor import resolve_device
+from CTSAM3DLib.prompts.heatmap import prompt_tensor
+from CTSAM3DLib.prompts.simulate import next_click
+from CTSAM3DLib.train import distributed as D
+from CTSAM3DLib.train.config import TrainConfig
+from CTSAM3DLib.train.data import PairBatch, PairSampler, build_cache
+from CTSAM3DLib.train.losses import centroid_heatmaps, cpp_loss, seg_loss
+
+logger = logging.getLogger(__name__)
+
+# Marker and version of train_state.pt.
+STATE_FORMAT = "ctsam3d-train-state"
+STATE_VERSION = 1
+# Config fields that may change between a run and its resumption (they do not change the maths).
+_RESUMABLE_CHANGES = {"steps", "log_every", "checkpoint_every", "tensorboard", "threads"}
+
+
+# ---------------------------------------------------------------------------------------
+# One step of Algorithm 1
+# ---------------------------------------------------------------------------------------
+def corrective_clicks(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The next simulated click for each patch (the shared `next_click`, spacing 1.5 mm).
+
+    Args:
+        pred: bool ``[B, D, H, W]`` (z, y, x) current binary predictions.
+        gt: bool, same shape.
+
+    Returns:
+        ``(points float32 [B, 1, 3] voxel (x, y, z), labels int64 [B, 1])``: label 1 for a click in
+        a false negative, 0 in a false positive, -1 (ignored) where the prediction is perfect.
+    """
+    points = np.zeros((pred.shape[0], 1, 3), dtype=np.float32)
+    labels = np.full((pred.shape[0], 1), -1, dtype=np.int64)
+    for b in range(pred.shape[0]):
+        click = next_click(pred[b], gt[b], spacing_mm=(MODEL_SPACING_MM,) * 3)
+        if click is not None:
+            points[b, 0] = click.point_xyz
+            labels[b, 0] = 1 if click.is_positive else 0
+    return points, labels
+
+
+def hard_dice(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Mean Dice of binary ``[B, ...]`` masks (1 where both are empty)."""
+    p, g = pred.flatten(1).float(), gt.flatten(1).float()
+    inter, total = (p * g).sum(1), p.sum(1) + g.sum(1)
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).mean()
+
+
+class Algorithm1(nn.Module):
+    """The per-step computation of Algorithm 1 as a module, so that DDP can wrap it.
+
+    Args:
+        model: the network.
+        config: rounds and loss weights.
+    """
+
+    def __init__(self, model: CTSAM3D, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, images: torch.Tensor, gts: np.ndarray, first_points: np.ndarray) -> dict[str, torch.Tensor]:
+        """Losses of one batch.
+
+        Args:
+            images: ``[2S, 1, 64, 64, 64]`` in [0, 1]: all U patches, then all V patches.
+            gts: bool ``[2S, 64, 64, 64]`` masks.
+            first_points: float32 ``[2S, 3]`` voxel (x, y, z) of each patch's first click.
+
+        Returns:
+            ``loss`` (to minimise), ``seg_loss`` (mean over rounds), ``cpp_loss``, and ``dice_r{n}``
+            (hard Dice of round n's prediction, for logging).
+        """
+        cfg, dev = self.config, images.device
+        n = images.shape[0]
+        half = n // 2
+        target = torch.from_numpy(gts[:, None].astype(np.float32)).to(dev)
+        points = first_points[:, None, :].astype(np.float32)
+        labels = np.ones((n, 1), dtype=np.int64)
+        feats = self.model.encode(images)
+        prev: torch.Tensor | None = None
+        seg_terms: list[torch.Tensor] = []
+        out: dict[str, torch.Tensor] = {}
+        cpp = torch.zeros((), device=dev)
+        for r in range(cfg.rounds):
+            prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev)
+            logits = self.model.decode_logits(feats, prompt)
+            seg_terms.append(seg_loss(logits, target, cfg.focal_weight, cfg.dice_weight, cfg.focal_gamma))
+            prob = torch.sigmoid(logits.detach().float())
+            pred = prob >= 0.5
+            out[f"dice_r{r + 1}"] = hard_dice(pred, target > 0.5)
+            if r == 0 and cfg.cpp_weight > 0:
+                swap = torch.cat([torch.arange(half, n), torch.arange(0, half)]).to(dev)
+                heat = self.model.predict_cpp(images, pred.to(images.dtype), images[swap])
+                cpp_target = centroid_heatmaps(gts[swap.cpu().numpy()]).to(dev)
+                cpp = cpp_loss(heat, cpp_target)
+            if r + 1 < cfg.rounds:
+                new_points, new_labels = corrective_clicks(pred[:, 0].cpu().numpy(), gts)
+                points = np.concatenate([points, new_points], axis=1)
+                labels = np.concatenate([labels, new_labels], axis=1)
+                prev = prob
+        seg = torch.stack(seg_terms).mean()
+        out.update(loss=seg + cfg.cpp_weight * cpp, seg_loss=seg.detach(), cpp_loss=cpp.detach())
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Schedule, optimiser, RNG and checkpoint state
+# ---------------------------------------------------------------------------------------
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then x factor at each milestone."""
+    factor = 1.0
+    if step < config.warmup_steps:
+        factor = config.warmup_start_factor + (1.0 - config.warmup_start_factor) * step / config.warmup_steps
+    factor *= config.lr_decay_factor ** sum(1 for m in config.lr_decay_steps if step >= m)
+    return config.lr * factor
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on norms, biases and other 1-D parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr_at(0, config), betas=config.betas)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (+CUDA), numpy and python global RNG states as tensors and plain types."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "internal": [int(v) for v in internal], "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npst = state["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read ``train_state.pt`` (``weights_only=True``) and check its format."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"Cannot resume: {p} does not exist (the run saved no training state yet).")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{p} is not a CTSAM3DLib training state.")
+    if int(state.get("format_version", 0)) > STATE_VERSION:
+        raise ValueError(f"{p} was written by a newer CTSAM3DLib (train state v{state['format_version']}).")
+    return state
+
+
+def _hardware(device: torch.device, info: D.DistInfo) -> dict[str, Any]:
+    hw: dict[str, Any] = {"device": device.type, "processes": info.world_size, "cpu": platform.processor() or
+                          platform.machine(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "platform": platform.platform()}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    return hw
+
+
+def auto_threads(local_processes: int = 1) -> int:
+    """CPU threads per process: the cores not busy with other work, shared by this node's processes.
+
+    More OpenMP threads than free cores makes PyTorch's CPU kernels many times slower (threads
+    spin waiting for descheduled partners), so the 1-minute load average of the machine is
+    subtracted from the usable cores.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = int(round(os.getloadavg()[0]))
+    except (AttributeError, OSError):
+        busy = 0
+    free = max(1, min(cores, cores - busy))
+    return max(1, free // max(1, local_processes))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------
+def train(config: TrainConfig, data_dirs: Sequence[str | Path], output_dir: str | Path, *,
+          max_steps: int | None = None, device: str = "cpu", resume: bool = False,
+          cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Train (or fine-tune) a CT-SAM3D network; run it once per process under torchrun for DDP.
+
+    Args:
+        config: the recipe.
+        data_dirs: dataset folders (any layout of `CTSAM3DLib.io.datasets`).
+        output_dir: run folder (created); must not hold a run unless ``resume``.
+        max_steps: stop after this many steps in total (the schedule still follows ``config.steps``).
+        device: ``"cpu"`` or ``"cuda"`` (under torchrun, GPU ``LOCAL_RANK``).
+        resume: continue the run in ``output_dir`` exactly where its ``train_state.pt`` left off.
+        cache_dir: preprocessing cache (default ``output_dir/cache``); share it between runs.
+        progress: show a tqdm progress bar (rank 0).
+
+    Returns:
+        Path of the final checkpoint ``output_dir/model.pt``.
+
+    Raises:
+        ValueError: bad config, no usable data, a resume whose config differs, an output folder
+            that already holds a run.
+        RuntimeError: CUDA asked for but absent.
+    """
+    dev = resolve_device(device)
+    info, dev = D.init_distributed(dev)
+    try:
+        threads = config.threads or auto_threads(info.local_world_size)
+        if info.is_main:
+            logger.info("Using %d torch CPU thread(s) per process.", threads)
+        with _torch_threads(threads):
+            return _run(config, [Path(d) for d in data_dirs], Path(output_dir), max_steps, dev, resume,
+                        Path(cache_dir) if cache_dir else None, progress, info)
+    finally:
+        D.cleanup(info)
+
+
+def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int | None, dev: torch.device,
+         resume: bool, cache_dir: Path | None, progress: bool, info: D.DistInfo) -> Path:
+    t_start = time.perf_counter()
+    state_path, model_path = out / "train_state.pt", out / "model.pt"
+    if not resume and state_path.exists():
+        raise ValueError(f"{out} already holds a training run ({state_path.name}); pass resume=True (--resume) to "
+                         "continue it, or choose another output folder.")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    D.barrier(info)
+    state = load_train_state(state_path) if resume else None
+    if state is not None:
+        _check_resume_config(state, config)
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    random.seed(config.seed)
+
+    # ---- data ----
+    scan = scan_datasets(data_dirs, splits=config.splits)
+    cached, cache_issues = build_cache(scan.subjects, cache_dir or out / "cache", info.rank, info.world_size,
+                                       barrier=lambda: D.barrier(info))
+    issues: list[DataIssue] = list(scan.issues) + cache_issues
+    sampler = PairSampler(cached, config)
+    if info.is_main:
+        log_issues(issues, logger)
+        _atomic_write_text(out / "data_issues.txt", "".join(f"{i}\n" for i in issues))
+        _atomic_write_text(out / "config.yaml", config.to_yaml())
+        logger.info("Training data: %d subjects, %d structures (%d data issues) from %s", len(sampler.subjects),
+                    sampler.num_structures, len(issues), ", ".join(map(str, data_dirs)))
+
+    # ---- model and optimiser ----
+    model = build_model(config.variant) if state is not None else _initial_model(config)
+    optimizer = make_optimizer(model, config)
+    start, wall_before = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model_state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, wall_before = int(state["step"]), float(state["wall_time_s"])
+        rngs = state["rng"]
+        if len(rngs) == info.world_size:
+            set_rng_state(rngs[info.rank])
+        else:
+            logger.warning("Resuming with %d processes instead of %d: global RNG states are re-seeded (batches are "
+                           "still exact: they depend only on seed, rank and step).", info.world_size, len(rngs))
+        if [str(d) for d in data_dirs] != state.get("data_dirs"):
+            logger.warning("Resuming with data folders %s; the run started with %s.", data_dirs, state.get("data_dirs"))
+    model.to(dev).train()
+    for group_state in optimizer.state.values():  # optimizer tensors follow the model's device
+        for k, v in group_state.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                group_state[k] = v.to(dev)
+    algo: nn.Module = Algorithm1(model, config)
+    if info.enabled:
+        algo = DistributedDataParallel(algo, device_ids=[dev] if dev.type == "cuda" else None)
+    end = min(config.steps, max_steps) if max_steps is not None else config.steps
+
+    writer = _Logger(out, config, start, info.is_main and progress, end, info) if info.is_main else None
+    amp = config.amp and dev.type == "cuda"
+    samples_per_step = config.batch_size * config.samples_per_volume * info.world_size
+    step_times: list[float] = []
+    clip_groups = [[p for n, p in model.named_parameters() if not n.startswith("cpp_predictor.")],
+                   list(model.cpp_predictor.parameters())]
+    try:
+        for step in range(start, end):
+            t0 = time.perf_counter()
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, config)
+            batch: PairBatch = sampler.batch(step, info.rank)
+            t_data = time.perf_counter() - t0
+            with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                result = algo(batch.images.to(dev, non_blocking=True), batch.gts, batch.first_points)
+            loss = result["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"Loss became {loss.item()} at step {step + 1}; lower lr or check the data.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:  # the segmenter and the CPP sub-network are clipped separately
+                for params in clip_groups:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            dt = time.perf_counter() - t0
+            step_times.append(dt)
+            done = step + 1
+            log_now = done % config.log_every == 0 or done == end
+            if log_now:
+                keys = sorted(k for k in result if k != "loss")
+                vals = D.all_reduce_mean(torch.stack([loss.detach().float()] + [result[k].float() for k in keys]).cpu(),
+                                         info)
+                if writer is not None:
+                    window = step_times[-config.log_every:]
+                    record = {"step": done, "loss": float(vals[0]), **{k: float(v) for k, v in zip(keys, vals[1:])},
+                              "lr": lr_at(step, config), "samples_per_s": samples_per_step * len(window) / sum(window),
+                              "step_time_s": sum(window) / len(window), "data_time_s": t_data,
+                              "elapsed_s": wall_before + time.perf_counter() - t_start}
+                    writer.log(record)
+            if writer is not None:
+                writer.tick(float(loss.detach()), samples_per_step / dt)
+            if done == end or (config.checkpoint_every and done % config.checkpoint_every == 0):
+                _save(out, model, optimizer, config, done, data_dirs, wall_before + time.perf_counter() - t_start,
+                      dev, info, samples_per_step)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    if writer is not None:
+        writer.close()
+        if len(step_times) > 1:
+            rate = samples_per_step * (len(step_times) - 1) / sum(step_times[1:])
+            logger.info("Finished %d steps (%d this run) in %.0f s: %.3f samples/s (%.2f s per step) on %s x%d.",
+                        end, end - start, time.perf_counter() - t_start, rate, sum(step_times[1:]) /
+                        (len(step_times) - 1), dev.type, info.world_size)
+    if start >= end and info.is_main:
+        logger.info("Nothing to do: the run is already at step %d of %d.", start, end)
+    D.barrier(info)
+    return model_path
+
+
+def _initial_model(config: TrainConfig) -> CTSAM3D:
+    if config.init_checkpoint is None:
+        return build_model(config.variant)
+    model, variant, _, _ = load_network(config.init_checkpoint, window_hu=config.window_hu)
+    if variant != config.variant:
+        raise ValueError(f"init_checkpoint {config.init_checkpoint} holds variant {variant!r} but the config says "
+                         f"variant {config.variant!r}; set variant: {variant}.")
+    logger.info("Fine-tuning from %s (variant %s).", config.init_checkpoint, variant)
+    return model
+
+
+def _check_resume_config(state: dict[str, Any], config: TrainConfig) -> None:
+    saved, now = dict(state["config"]), config.to_dict()
+    diffs = [k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diffs:
+        raise ValueError("Cannot resume exactly: the config differs from the run's in "
+                         + ", ".join(f"{k} ({saved.get(k)!r} -> {now[k]!r})" for k in diffs)
+                         + ". Use the run's config.yaml, or start a new run (init_checkpoint to fine-tune).")
+
+
+def _save(out: Path, model: CTSAM3D, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int,
+          data_dirs: list[Path], wall: float, dev: torch.device, info: D.DistInfo, samples_per_step: int) -> None:
+    """Rank 0 writes model.pt and train_state.pt atomically; every rank contributes its RNG state."""
+    rngs = D.gather_objects(rng_state(), info)
+    if not info.is_main:
+        return
+    provenance = {
+        "config": config.to_dict(), "data_dirs": [str(d) for d in data_dirs], "steps": step,
+        "schedule_steps": config.steps, "samples_seen": step * samples_per_step, "wall_time_s": round(wall, 1),
+        "hardware": _hardware(dev, info), "torch_version": str(torch.__version__),
+        "init_checkpoint": config.init_checkpoint,
+    }
+    state = {
+        "format": STATE_FORMAT, "format_version": STATE_VERSION, "step": step, "config": config.to_dict(),
+        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(), "scheduler": {"kind": "warmup_step", "next_step": step},
+        "sampler": {"kind": "step-keyed", "seed": config.seed, "next_step": step},
+        "rng": rngs, "data_dirs": [str(d) for d in data_dirs], "wall_time_s": wall, "world_size": info.world_size,
+    }
+    _atomic_torch_save(state, out / "train_state.pt")
+    save_checkpoint(out / "model.pt", model, config.variant, config.window_hu, provenance=provenance)
+    logger.info("Saved checkpoint at step %d: %s", step, out / "model.pt")
+
+
+class _Logger:
+    """Rank-0 metrics: metrics.jsonl, optional TensorBoard, tqdm bar."""
+
+    def __init__(self, out: Path, config: TrainConfig, start: int, progress: bool, end: int, info: D.DistInfo) -> None:
+        self.path = out / "metrics.jsonl"
+        if self.path.exists():  # drop lines past the resumed step (logged after the last checkpoint)
+            kept = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= start]
+            _atomic_write_text(self.path, "".join(f"{ln}\n" for ln in kept))
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.tb = None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1)
+            except ImportError:
+                logger.warning("tensorboard: true, but the tensorboard package is not installed "
+                               "(pip install tensorboard); logging to metrics.jsonl only.")
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=end, initial=start, unit="step", dynamic_ncols=True, desc="train")
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in record.items()}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, record["step"])
+        logger.debug("%s", record)
+
+    def tick(self, loss: float, samples_per_s: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_s:.2f}", refresh=False)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,110 @@
+"""``ctsam3d benchmark``: JSON keys and types, the printed table, and a clean CUDA refusal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from CTSAM3DLib import benchmark
+from CTSAM3DLib.cli.main import main
+
+# Keys every variant entry must have, with numeric values (peak_cuda_mb is null on CPU).
+REQUIRED_KEYS = ("open_s", "first_click_ms", "reclick_ms", "cpp_organ_s", "cpp_patches", "peak_rss_mb",
+                 "peak_cuda_mb", "train_samples_per_s")
+
+
+def _write(array: np.ndarray, path: Path) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 2.5))
+    image.SetOrigin((-30.0, 12.0, 4.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.fixture()
+def small_case(tmp_path: Path) -> tuple[Path, Path]:
+    """A 60x60x40 CT with a bright sphere, and a case folder where the sphere is the 'liver'."""
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.meshgrid(np.arange(40), np.arange(60), np.arange(60), indexing="ij")
+    sphere = ((xx - 30) * 2.0) ** 2 + ((yy - 30) * 2.0) ** 2 + ((zz - 20) * 2.5) ** 2 < 25.0 ** 2
+    ct = (np.where(sphere, 150.0, -50.0) + rng.normal(0, 10, sphere.shape)).astype(np.int16)
+    _write(ct, tmp_path / "image.nii.gz")
+    _write(ct, tmp_path / "case" / "ct.nii.gz")
+    _write(sphere.astype(np.uint8), tmp_path / "case" / "segmentations" / "liver.nii.gz")
+    return tmp_path / "image.nii.gz", tmp_path / "case"
+
+
+@pytest.fixture()
+def restore_threads() -> Iterator[None]:
+    """``--threads`` sets torch's process-wide thread count: put it back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def test_benchmark_writes_json_and_prints_table(small_case: tuple[Path, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str], restore_threads: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    image, case = small_case
+    monkeypatch.setattr(benchmark, "FORCED_RING_PATCHES", 9)  # a smaller forced ring keeps the test fast
+    out = tmp_path / "out" / "bench.json"
+    # One thread: robust when other processes load the CPU (two spinning threads then crawl).
+    rc = main(["benchmark", "--image", str(image), "--cpp-case", str(case), "--variant", "compact",
+               "--repeats", "1", "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["threads"] == 1
+    assert list(result["variants"]) == ["compact"]
+    entry = result["variants"]["compact"]
+    assert set(REQUIRED_KEYS) <= set(entry)
+    for key in ("first_click_ms", "reclick_ms"):
+        assert set(entry[key]) == {"p50", "p95"}
+        assert all(_is_number(v) and v > 0 for v in entry[key].values())
+    for key in ("open_s", "cpp_organ_s", "peak_rss_mb", "train_samples_per_s"):
+        assert _is_number(entry[key]) and entry[key] > 0, key
+    assert entry["peak_cuda_mb"] is None
+    # Random weights: CPP is forced over the ring of neighbours (here 8 of the 26), and says so.
+    assert entry["cpp_patches"] == 9 and entry["cpp_mode"] == "forced-9-ring (random weights)"
+    assert "synthetic" in entry["train_note"]
+    assert {"first_click", "reclick", "cpp_organ", "train_step"} <= set(entry["warmup_ms"])
+    assert {t["target"] for t in result["targets"]} >= {"first_click_ms.p50 <= 100.0", "open_s <= 2.0"}
+    printed = capsys.readouterr().out
+    assert "first click p50 (ms)" in printed and "CPP organ (s)" in printed
+    assert "targets" in printed and ("PASS" in printed or "FAIL" in printed)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_benchmark_cuda_without_gpu_fails_cleanly(small_case: tuple[Path, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    image, case = small_case
+    out = tmp_path / "bench.json"
+    rc = main(["benchmark", "--image", str(image), "--cpp-case", str(case), "--device", "cuda", "--json", str(out)])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "CUDA" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_benchmark_amp_on_cpu_is_refused(small_case: tuple[Path, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    image, case = small_case
+    rc = main(["benchmark", "--image", str(image), "--cpp-case", str(case), "--amp", "--json",
+               str(tmp_path / "bench.json")])
+    assert rc != 0
+    assert "CUDA" in capsys.readouterr().err
+
+
+def test_benchmark_missing_image_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["benchmark", "--image", str(tmp_path / "nope.nii.gz"), "--json", str(tmp_path / "bench.json")])
+    assert rc != 0
+    assert "nope.nii.gz" in capsys.readouterr().err
