@@ -216,11 +216,14 @@ def _bench_model(spec: ModelSpec, image_path: Path, case: CppCase, dev: torch.de
     open_s, session, image = _time_open(image_path, predictor, repeats, warm)
     points = spread_points(image, repeats + 2)
     first, again = _time_clicks(session, image, points[:repeats + 1], dev, warm)
+    logger.info("%s: open %.2f s, first click p50 %.0f ms, re-click p50 %.0f ms", spec.label, open_s,
+                statistics.median(first), statistics.median(again))
     top = _profile_click(session, points[-1], dev) if profile else None
     is_trained = weights != "random"
     cpp_mode = "policy" if is_trained else f"forced-{FORCED_RING_PATCHES}-ring (random weights)"
     cpp_times, patches, dice = _time_cpp(predictor, case, dev, min(repeats, MAX_SLOW_RUNS), is_trained, warm)
     rss_mb, cuda_mb = _peak_rss_mb(), _peak_cuda_mb(dev)
+    logger.info("%s: CPP organ %.2f s (%d patches, %s)", spec.label, statistics.median(cpp_times), patches, cpp_mode)
     _reset_peaks(dev)
     step_times, train_note = _time_train(predictor.variant, dev, spec.use_amp, min(repeats, MAX_SLOW_RUNS), warm)
     step_s = statistics.median(step_times)

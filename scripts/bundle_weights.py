@@ -1,0 +1,31 @@
+"""Turn a training run's final checkpoint into the bundled default weights.
+
+Floating-point tensors are stored as float16 (half the size: the compact model fits the
+20 MB budget) and loaded back into the float32 network; provenance is kept and extended.
+Prints the SHA-256 to record in ``CTSAM3DLib/bundled.py``.
+
+Usage: python scripts/bundle_weights.py RUN_DIR/model.pt Resources/weights/ctsam3d_compact.pt
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from CTSAM3DLib.model.checkpoint import read_checkpoint_file, sha256_of
+
+
+def main(src: str, dst: str) -> None:
+    ckpt = read_checkpoint_file(src)
+    ckpt["model_state_dict"] = {k: v.half() if v.is_floating_point() else v
+                                for k, v in ckpt["model_state_dict"].items()}
+    ckpt["provenance"] = dict(ckpt.get("provenance", {}), stored_dtype="float16", bundled_from=Path(src).name)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, dst)
+    print(f"{dst}: {Path(dst).stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(dst)}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
