@@ -16,6 +16,7 @@ Arrays are ``(z, y, x)``, points ``(x, y, z)`` input voxel indices (see ``CTSAM3
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import logging
@@ -59,8 +60,11 @@ CPP_STRUCTURE = "liver"
 RANDOM_WINDOW_HU = (-1000.0, 1000.0)
 # At most this many timed CPP expansions and training steps (both are slow on CPU) ...
 MAX_SLOW_RUNS = 3
-# ... and only one when the warm-up run took longer than this (seconds).
+# ... only one when the warm-up run took longer than this (seconds) ...
 SLOW_PHASE_S = 10.0
+# ... and none beyond the warm-up when it took longer than this: that one run is the measurement
+# (a release variant on CPU; first-call overhead is then far below the run-to-run noise).
+LONG_PHASE_S = 60.0
 # Distance (mm) from a first click to its re-click: well inside the same patch's core.
 RECLICK_OFFSET_MM = 6.0
 # Patches per synthetic training step: one sample = the two overlapping patches U and V.
@@ -104,6 +108,7 @@ class ModelSpec:
     variant: str | None = None
     checkpoint: Path | None = None
     use_amp: bool = False
+    use_random_weights: bool = False
 
     @property
     def label(self) -> str:
@@ -123,7 +128,8 @@ class CppCase:
 def run_benchmark(image_path: str | Path | None = None, models: Sequence[str | Path] = DEFAULT_MODELS,
                   device: str = "cpu", repeats: int = 5, cpp_case: str | Path | None = None, *,
                   use_amp: bool = False, use_compile: bool = False, profile: bool = False,
-                  window_hu: tuple[float, float] | None = None) -> dict[str, Any]:
+                  window_hu: tuple[float, float] | None = None, use_random_weights: bool = False,
+                  on_model: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Benchmark each model and return the report (see ``docs`` / ``ctsam3d benchmark --help``).
 
     Args:
@@ -137,6 +143,8 @@ def run_benchmark(image_path: str | Path | None = None, models: Sequence[str | P
         use_compile: wrap encoder and decoder in ``torch.compile``; a failure is reported, not raised.
         profile: profile one first click per model (top-10 ops by self CPU time).
         window_hu: HU window for a release ``params.pth`` without its ``config.py``.
+        use_random_weights: random weights for the default variant too (CPP then runs the forced ring).
+        on_model: called with ``(label, entry)`` as each model finishes (e.g. to save partial results).
 
     Returns:
         ``{"device", "variants": {label: {...}}, "targets": [...], ...}`` (JSON-ready).
@@ -151,7 +159,7 @@ def run_benchmark(image_path: str | Path | None = None, models: Sequence[str | P
         raise ValueError(f"repeats must be at least 1, got {repeats}.")
     if use_amp and dev.type != "cuda":
         raise ValueError("bf16 autocast (--amp) runs on CUDA only; use --device cuda or drop --amp.")
-    specs = _model_specs(models, use_amp)
+    specs = _model_specs(models, use_amp, use_random_weights)
     image_path = Path(image_path) if image_path is not None else default_image_path()
     if not image_path.exists():
         raise FileNotFoundError(f"Benchmark image {image_path} does not exist; pass --image PATH (any CT).")
@@ -162,6 +170,8 @@ def run_benchmark(image_path: str | Path | None = None, models: Sequence[str | P
     for spec in specs:
         logger.info("benchmarking %s on %s", spec.label, dev)
         entries[spec.label] = _bench_model(spec, image_path, case, dev, int(repeats), use_compile, profile, window_hu)
+        if on_model is not None:
+            on_model(spec.label, _rounded(entries[spec.label]))
     _add_speedups(entries)
     host = {**_host_info(dev), "load_avg_1min": {"start": load_before, "end": _load_average()}}
     return _rounded({"device": dev.type, "host": host, "torch": torch.__version__,
@@ -169,11 +179,11 @@ def run_benchmark(image_path: str | Path | None = None, models: Sequence[str | P
                      "repeats": int(repeats), "variants": entries, "targets": evaluate_targets(dev.type, entries)})
 
 
-def _model_specs(models: Sequence[str | Path], use_amp: bool) -> list[ModelSpec]:
+def _model_specs(models: Sequence[str | Path], use_amp: bool, use_random_weights: bool) -> list[ModelSpec]:
     specs: list[ModelSpec] = []
     for m in models:
         if isinstance(m, str) and m in VARIANTS:
-            spec = ModelSpec(variant=m)
+            spec = ModelSpec(variant=m, use_random_weights=use_random_weights)
         elif isinstance(m, Path) or os.sep in str(m) or Path(str(m)).suffix:
             if not Path(m).is_file():
                 raise FileNotFoundError(f"Checkpoint {m} does not exist.")
@@ -183,7 +193,7 @@ def _model_specs(models: Sequence[str | Path], use_amp: bool) -> list[ModelSpec]
         specs.append(spec)
     if not specs:
         raise ValueError("No model to benchmark: name at least one variant or checkpoint.")
-    return specs + [ModelSpec(s.variant, s.checkpoint, True) for s in specs] if use_amp else specs
+    return specs + [dataclasses.replace(s, use_amp=True) for s in specs] if use_amp else specs
 
 
 def load_cpp_case(folder: Path) -> CppCase:
@@ -212,7 +222,7 @@ def _bench_model(spec: ModelSpec, image_path: Path, case: CppCase, dev: torch.de
     is_rss_per_model = _reset_peaks(dev)
     predictor, weights = _load(spec, dev, window_hu)
     compiled = compile_predictor(predictor) if use_compile else {"requested": False}
-    warm: dict[str, float] = {}
+    warm: dict[str, float | None] = {}
     open_s, session, image = _time_open(image_path, predictor, repeats, warm)
     points = spread_points(image, repeats + 2)
     first, again = _time_clicks(session, image, points[:repeats + 1], dev, warm)
@@ -231,6 +241,7 @@ def _bench_model(spec: ModelSpec, image_path: Path, case: CppCase, dev: torch.de
         "variant": predictor.variant, "weights": weights, "precision": "bf16-autocast" if spec.use_amp else "fp32",
         "open_s": open_s, "first_click_ms": _stats(first), "reclick_ms": _stats(again),
         "cpp_organ_s": statistics.median(cpp_times), "cpp_patches": patches, "cpp_mode": cpp_mode,
+        "cpp_runs": len(cpp_times), "train_steps": len(step_times),
         "peak_rss_mb": rss_mb, "peak_cuda_mb": cuda_mb, "train_samples_per_s": 1.0 / step_s, "train_step_s": step_s,
         "train_peak_rss_mb": _peak_rss_mb(), "train_peak_cuda_mb": _peak_cuda_mb(dev),
         "peak_scope": "per model and phase (inference; training)" if is_rss_per_model else "process (RSS)",
@@ -251,7 +262,7 @@ def _load(spec: ModelSpec, dev: torch.device, window_hu: tuple[float, float] | N
     """The predictor and where its weights come from (``"random"``, ``"bundled"`` or the checkpoint path)."""
     if spec.checkpoint is not None:
         return load_model(spec.checkpoint, dev, window_hu=window_hu, use_amp=spec.use_amp), str(spec.checkpoint)
-    if spec.variant == DEFAULT_VARIANT and bundled.default_weights_path().is_file():
+    if spec.variant == DEFAULT_VARIANT and not spec.use_random_weights and bundled.default_weights_path().is_file():
         return load_model(None, dev, use_amp=spec.use_amp), "bundled"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -301,7 +312,7 @@ def _quiet(*names: str) -> Iterator[None]:
 
 
 def _time_open(path: Path, predictor: Predictor, repeats: int,
-               warm: dict[str, float]) -> tuple[float, Session, sitk.Image]:
+               warm: dict[str, float | None]) -> tuple[float, Session, sitk.Image]:
     """Median seconds from file to a session ready for its first click (one warm-up open first)."""
     times = []
     for _ in range(repeats + 1):
@@ -350,7 +361,7 @@ def _reclick_point(image: sitk.Image, point: np.ndarray) -> np.ndarray:
 
 
 def _time_clicks(session: Session, image: sitk.Image, points: list[np.ndarray], dev: torch.device,
-                 warm: dict[str, float]) -> tuple[list[float], list[float]]:
+                 warm: dict[str, float | None]) -> tuple[list[float], list[float]]:
     """First click (new patch, own target) and re-click per point, in ms; the first point is warm-up."""
     first, again = [], []
     for n, point in enumerate(points):
@@ -397,7 +408,7 @@ class _ForegroundPredictor:
 
 
 def _time_cpp(predictor: Predictor, case: CppCase, dev: torch.device, runs: int, is_trained: bool,
-              warm: dict[str, float]) -> tuple[list[float], int, float | None]:
+              warm: dict[str, float | None]) -> tuple[list[float], int, float | None]:
     """Seconds of one click expanded by CPP (fresh session each run), its patch count and Dice."""
     if is_trained:
         net, config = predictor, SessionConfig()
@@ -419,7 +430,7 @@ def _time_cpp(predictor: Predictor, case: CppCase, dev: torch.device, runs: int,
 
 
 def _time_train(variant: str, dev: torch.device, use_amp: bool, steps: int,
-                warm: dict[str, float]) -> tuple[list[float], str]:
+                warm: dict[str, float | None]) -> tuple[list[float], str]:
     """Seconds of real training steps (``Algorithm1`` + AdamW) on synthetic data, and their note.
 
     One sample (the U/V patch pair, batch 2) per step, the default recipe's click rounds, CPP
@@ -456,12 +467,16 @@ def _time_train(variant: str, dev: torch.device, use_amp: bool, steps: int,
     return times, note
 
 
-def _slow_runs(measure: Callable[[], float], runs: int) -> tuple[float, list[float]]:
-    """Warm-up (ms) and timed runs (s) of a slow phase: ``runs`` of them, or 1 if the warm-up took over
-    ``SLOW_PHASE_S`` (a release variant on CPU: one run then takes minutes and its first-call overhead is
-    negligible)."""
-    warm_s = measure()
-    return 1000 * warm_s, [measure() for _ in range(runs if warm_s <= SLOW_PHASE_S else 1)]
+def _slow_runs(measure: Callable[[], float], runs: int) -> tuple[float | None, list[float]]:
+    """Warm-up (ms) and timed runs (s) of a slow phase, after ``SLOW_PHASE_S`` / ``LONG_PHASE_S``.
+
+    Returns ``(None, [first run])`` when the first run took over ``LONG_PHASE_S``: it is then kept
+    as the measurement, and the warm-up is reported as null.
+    """
+    first_s = measure()
+    if first_s > LONG_PHASE_S:
+        return None, [first_s]
+    return 1000 * first_s, [measure() for _ in range(runs if first_s <= SLOW_PHASE_S else 1)]
 
 
 # ---- targets and ratios ------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "76d6918d7f9ecedefc99def666cc5410f9df9a495748af97e3d455cf024ab67a"
+DEFAULT_WEIGHTS_SHA256 = "55955fff7f0ca0593099dc254d6b5532adca33f4e981e0cc8173a4aa7bb1edd6"
 
 
 def resources_dir() -> Path:

@@ -28,7 +28,9 @@ _ROWS = (
     ("CPP patches", "cpp_patches", "{}"),
     ("CPP mode", "cpp_mode", "{}"),
     ("CPP organ Dice", "cpp_organ_dice", "{:.3f}"),
+    ("CPP runs timed", "cpp_runs", "{}"),
     ("train samples/s", "train_samples_per_s", "{:.3f}"),
+    ("train steps timed", "train_steps", "{}"),
     ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ("peak CUDA (MB)", "peak_cuda_mb", "{:.0f}"),
     ("train peak RSS (MB)", "train_peak_rss_mb", "{:.0f}"),
@@ -52,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                     "beside the repository)")
     p.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="variant to time; repeatable")
     p.add_argument("--checkpoint", action="append", help="checkpoint to time (ours or params.pth); repeatable")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random weights for the default variant too (CPP then expands the forced 27-patch ring)")
     p.add_argument("--window", type=parse_window, help="HU window MIN,MAX for a params.pth without config.py")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=5, help="timed clicks per variant (CPP and training: up to 3)")
@@ -71,15 +75,28 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be at least 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     models: list[str | Path] = [Path(c) for c in args.checkpoint or []] + list(args.variant or [])
-    result = run_benchmark(args.image, models or DEFAULT_MODELS, device=args.device, repeats=args.repeats,
-                           cpp_case=args.cpp_case, use_amp=args.amp, use_compile=args.compile,
-                           profile=args.profile, window_hu=args.window)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    done: dict[str, Any] = {}
+
+    def save_partial(label: str, entry: dict[str, Any]) -> None:  # a long CPU run keeps what it measured
+        done[label] = entry
+        _write_json(out, {"partial": True, "device": args.device, "variants": done})
+
+    result = run_benchmark(args.image, models or DEFAULT_MODELS, device=args.device, repeats=args.repeats,
+                           cpp_case=args.cpp_case, use_amp=args.amp, use_compile=args.compile,
+                           profile=args.profile, window_hu=args.window,
+                           use_random_weights=args.random_weights, on_model=save_partial)
+    _write_json(out, result)
     print(format_report(result))
     print(f"wrote {out}")
     return 0
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def format_report(result: dict[str, Any]) -> str:

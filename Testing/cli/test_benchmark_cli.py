@@ -60,12 +60,13 @@ def test_benchmark_writes_json_and_prints_table(small_case: tuple[Path, Path], t
     out = tmp_path / "out" / "bench.json"
     # One thread: robust when other processes load the CPU (two spinning threads then crawl).
     rc = main(["benchmark", "--image", str(image), "--cpp-case", str(case), "--variant", "compact",
-               "--repeats", "1", "--threads", "1", "--json", str(out)])
+               "--random-weights", "--repeats", "1", "--threads", "1", "--json", str(out)])
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["threads"] == 1
     assert list(result["variants"]) == ["compact"]
     entry = result["variants"]["compact"]
+    assert entry["weights"] == "random"
     assert set(REQUIRED_KEYS) <= set(entry)
     for key in ("first_click_ms", "reclick_ms"):
         assert set(entry[key]) == {"p50", "p95"}
