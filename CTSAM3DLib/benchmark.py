@@ -189,7 +189,7 @@ def _model_specs(models: Sequence[str | Path], use_amp: bool, use_random_weights
                 raise FileNotFoundError(f"Checkpoint {m} does not exist.")
             spec = ModelSpec(checkpoint=Path(m))
         else:
-            raise ValueError(f"Unknown model variant {m!r}; choose one of {sorted(VARIANTS)} or give a checkpoint path.")
+            raise ValueError(f"Unknown model variant {m!r}; choose one of {sorted(VARIANTS)} or a checkpoint path.")
         specs.append(spec)
     if not specs:
         raise ValueError("No model to benchmark: name at least one variant or checkpoint.")
@@ -460,7 +460,6 @@ def _time_train(variant: str, dev: torch.device, use_amp: bool, steps: int,
         opt.step()
 
     warm["train_step"], times = _slow_runs(functools.partial(_timed, step, dev), steps)
-    del algo, model, opt
     note = (f"synthetic-data estimate: one real training step (CTSAM3DLib.train Algorithm1: {config.rounds} click "
             "rounds, CPP loss, AdamW, grad clip) on 1 sample = a U/V pair of 64^3 patches (batch 2), random "
             "images and a sphere mask; data loading excluded")

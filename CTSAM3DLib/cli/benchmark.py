@@ -114,8 +114,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines += _table(["metric", *entries], [[m] + [_fmt(e.get(key, {}).get(m), "{:.2f}x") for e in entries.values()]
                                                for m in names])
     lines += ["", "targets"]
-    lines += [f"  {'PASS' if t['pass'] else 'FAIL'}  {t['variant']:<20} {t['target']:<40} value {_fmt(t['value'], '{:.3f}')}"
-              for t in result.get("targets", [])] or ["  (none for this device)"]
+    lines += [f"  {'PASS' if t['pass'] else 'FAIL'}  {t['variant']:<20} {t['target']:<40} "
+              f"value {_fmt(t['value'], '{:.3f}')}" for t in result.get("targets", [])] or ["  (none for this device)"]
     notes = dict.fromkeys([f"train samples/s: {e['train_note']}" for e in entries.values()]
                           + [f"peak memory scope: {e['peak_scope']}" for e in entries.values()]
                           + [f"compile failed ({k}): {e['compile'].get('error')}" for k, e in entries.items()
@@ -152,6 +152,7 @@ def _fmt(value: Any, fmt: str) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
     def line(r: list[str]) -> str:
         return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]

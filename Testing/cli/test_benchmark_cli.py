@@ -13,6 +13,8 @@ import torch
 
 from CTSAM3DLib import benchmark
 from CTSAM3DLib.cli.main import main
+from CTSAM3DLib.engine import planning
+from CTSAM3DLib.geometry.model_space import ModelGrid
 
 # Keys every variant entry must have, with numeric values (peak_cuda_mb is null on CPU).
 REQUIRED_KEYS = ("open_s", "first_click_ms", "reclick_ms", "cpp_organ_s", "cpp_patches", "peak_rss_mb",
@@ -109,3 +111,26 @@ def test_benchmark_missing_image_is_a_user_error(tmp_path: Path, capsys: pytest.
     rc = main(["benchmark", "--image", str(tmp_path / "nope.nii.gz"), "--json", str(tmp_path / "bench.json")])
     assert rc != 0
     assert "nope.nii.gz" in capsys.readouterr().err
+
+
+def test_targets_pass_and_fail_per_device_and_variant() -> None:
+    fast = {"variant": "compact", "open_s": 1.0, "first_click_ms": {"p50": 90.0}, "reclick_ms": {"p50": 40.0},
+            "cpp_organ_s": 2.0}
+    tiny = {"variant": "restv2_tiny", "open_s": 3.0, "first_click_ms": {"p50": 12.0}, "reclick_ms": {"p50": 20.0},
+            "cpp_organ_s": 0.05}
+    cpu = {(t["variant"], t["target"]): t["pass"] for t in benchmark.evaluate_targets("cpu", {"c": fast, "t": tiny})}
+    assert cpu == {("c", "first_click_ms.p50 <= 100.0"): True, ("c", "reclick_ms.p50 < first_click_ms.p50"): True,
+                   ("c", "cpp_organ_s <= 1.5"): False, ("c", "open_s <= 2.0"): True,
+                   ("t", "reclick_ms.p50 < first_click_ms.p50"): False, ("t", "open_s <= 2.0"): False}
+    gpu = {(t["variant"], t["target"]): t["pass"] for t in benchmark.evaluate_targets("cuda", {"t": tiny})}
+    assert gpu[("t", "first_click_ms.p50 <= 15.0")] and gpu[("t", "cpp_organ_s <= 0.1")]
+
+
+def test_click_points_fall_in_distinct_patches(small_case: tuple[Path, Path]) -> None:
+    image = sitk.ReadImage(str(small_case[0]))
+    points = benchmark.spread_points(image, 4)
+    grid = ModelGrid.for_image(image)
+    starts = {planning.centred_start(grid.lps_to_model(image.TransformContinuousIndexToPhysicalPoint(p.tolist())))
+              for p in points}
+    assert len(starts) == 4
+    assert all(np.all(p >= 0) and np.all(p < np.asarray(image.GetSize())) for p in points)
