@@ -78,6 +78,7 @@ def test_benchmark_writes_json_and_prints_table(small_case: tuple[Path, Path], t
     assert entry["peak_cuda_mb"] is None
     # Random weights: CPP is forced over the ring of neighbours (here 8 of the 26), and says so.
     assert entry["cpp_patches"] == 9 and entry["cpp_mode"] == "forced-9-ring (random weights)"
+    assert entry["cpp_ring_s"] == entry["cpp_organ_s"] and "cpp_organ_dice" not in entry
     assert "synthetic" in entry["train_note"]
     assert {"first_click", "reclick", "cpp_organ", "train_step"} <= set(entry["warmup_ms"])
     assert {t["target"] for t in result["targets"]} >= {"first_click_ms.p50 <= 100.0", "open_s <= 2.0"}
