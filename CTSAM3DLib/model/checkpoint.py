@@ -145,12 +145,19 @@ def save_checkpoint(path: str | Path, model: CTSAM3D, variant: str, window_hu: t
         "provenance": dict(provenance or {}),
     }
     payload.update(extra or {})
-    path = Path(path)
+    atomic_torch_save(payload, Path(path))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never a half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 ignores the umask
     try:
-        torch.save(payload, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -45,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM
 from CTSAM3DLib.io.datasets import DataIssue, log_issues, scan_datasets
 from CTSAM3DLib.model.build import build_model
-from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
+from CTSAM3DLib.model.checkpoint import atomic_torch_save, load_network, save_checkpoint
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
 from CTSAM3DLib.model.predictor import resolve_device
 from CTSAM3DLib.prompts.heatmap import prompt_tensor
@@ -203,18 +203,6 @@ def _umask_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -471,7 +459,7 @@ def _save(out: Path, model: CTSAM3D, optimizer: torch.optim.Optimizer, config: T
         "sampler": {"kind": "step-keyed", "seed": config.seed, "next_step": step},
         "rng": rngs, "data_dirs": [str(d) for d in data_dirs], "wall_time_s": wall, "world_size": info.world_size,
     }
-    _atomic_torch_save(state, out / "train_state.pt")
+    atomic_torch_save(state, out / "train_state.pt")
     save_checkpoint(out / "model.pt", model, config.variant, config.window_hu, provenance=provenance)
     logger.info("Saved checkpoint at step %d: %s", step, out / "model.pt")
 
