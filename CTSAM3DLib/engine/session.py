@@ -128,6 +128,10 @@ class Session:
         """Make ``name`` the current target (created empty on first click)."""
         self.current_target = str(name)
 
+    def remove_target(self, name: str) -> bool:
+        """Forget a target (its mask, clicks and history); False if it had no state."""
+        return self._vol.targets.pop(str(name), None) is not None
+
     # ---- clicks ------------------------------------------------------------------------
     def add_click(self, point: tuple[float, float, float] | np.ndarray, is_positive: bool = True, *,
                   frame: Frame = "ijk", target: str | None = None) -> BBox3D | None:

@@ -310,6 +310,7 @@ def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name:
         else:
             segment = _growcut_segmenter(sitk.GetArrayViewFromImage(image), spacing)
         _click_loop(segment, gt, first, counts, spacing, tol_mm, (case_id, name, method), out)
+    session.remove_target(name)  # keep memory flat over many structures
 
 
 def _structures_of_case(case: EvalCase, image: sitk.Image, selection: tuple[Sequence[str] | None, int | None],

@@ -148,3 +148,12 @@ def test_partial_repaint_equals_full_recompute() -> None:
     tgt.mask[:] = 0
     s._repaint(tgt, list(tgt.snapshot.patches))
     assert np.array_equal(incremental, s.mask())
+
+
+def test_remove_target_frees_only_that_target(random_predictor: Predictor, sphere_image) -> None:  # noqa: ANN001
+    s = Session(random_predictor, SessionConfig(use_cpp=False))
+    s.set_volume(sphere_image[0])
+    s.add_click((45, 40, 20), target="a")
+    s.add_click((45, 40, 20), target="b")
+    assert s.remove_target("a") and not s.remove_target("a")
+    assert s.targets == ("b",)
