@@ -9,15 +9,25 @@ parameters, state-dict keys and results (to float rounding) are unchanged, and a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int | tuple[int, int, int] = 0,
+           stride: int | tuple[int, int, int] = 1, dilation: int | tuple[int, int, int] = 1,
+           groups: int = 1) -> torch.Tensor:
+    """``F.conv3d`` (zero padding) that always uses oneDNN for CPU float32 inputs."""
+    if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        triple = (lambda v: (v,) * 3 if isinstance(v, int) else tuple(v))
+        return torch.mkldnn_convolution(x.contiguous(), weight, bias, triple(padding), triple(stride),
+                                        triple(dilation), groups)
+    return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
 
 
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` that always uses oneDNN on CPU float32 (same weights and keys)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and self.padding_mode == "zeros"
-                and isinstance(self.padding, tuple) and torch.backends.mkldnn.is_available()):
-            return torch.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
-                                            self.stride, self.dilation, self.groups)
+        if self.padding_mode == "zeros" and isinstance(self.padding, tuple):
+            return conv3d(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
         return super().forward(x)
