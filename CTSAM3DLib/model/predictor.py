@@ -39,6 +39,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def scale_window(hu: np.ndarray | torch.Tensor, window_hu: tuple[float, float]) -> torch.Tensor:
+    """Clamp HU to the window and scale to [0, 1], float32 on the input's device.
+
+    The project's only intensity normalisation: inference (`Predictor.scale`) and training
+    (`train.data`) both call it, so the two can never drift apart.
+    """
+    lo, hi = float(window_hu[0]), float(window_hu[1])
+    return (torch.as_tensor(hu, dtype=torch.float32).clamp(lo, hi) - lo) / (hi - lo)
+
+
 class Predictor:
     """A network ready for inference on one device.
 
@@ -62,9 +72,7 @@ class Predictor:
 
     def scale(self, hu: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Clamp HU to the window and scale to [0, 1]; returns float32 on the device."""
-        t = torch.as_tensor(hu, dtype=torch.float32).to(self.device)
-        lo, hi = self.window_hu
-        return (t.clamp(lo, hi) - lo) / (hi - lo)
+        return scale_window(torch.as_tensor(hu, dtype=torch.float32).to(self.device), self.window_hu)
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:

@@ -126,9 +126,3 @@ def apply_intensity(hu: np.ndarray, a: float, b: float, noise_std_hu: float, rng
     if noise_std_hu > 0:
         out += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_std_hu)
     return out
-
-
-def scale_hu(hu: np.ndarray, window_hu: tuple[float, float]) -> np.ndarray:
-    """Clamp HU to the window and scale to [0, 1] (float32), as ``Predictor.scale`` does at inference."""
-    lo, hi = float(window_hu[0]), float(window_hu[1])
-    return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)

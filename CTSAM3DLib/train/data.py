@@ -57,6 +57,7 @@ from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM, PATCH_SIZE, ModelG
 from CTSAM3DLib.geometry.resample import model_box_of_index_box, resample_to_grid
 from CTSAM3DLib.io.datasets import DataIssue, Subject, iter_label_images, structure_mask
 from CTSAM3DLib.io.readers import ImageReadError, read_image
+from CTSAM3DLib.model.predictor import scale_window
 from CTSAM3DLib.prompts.simulate import first_click
 from CTSAM3DLib.train import augment
 from CTSAM3DLib.train.config import TrainConfig
@@ -383,8 +384,8 @@ class PairSampler:
                 k = int(rng.choice(self.choices[n], p=self.probs[n]))
                 samples.append(self.pair(self.subjects[n], k, rng))
         hu_u, hu_v, gt_u, gt_v, pt_u, pt_v, names = zip(*samples)
-        images = np.stack([augment.scale_hu(h, cfg.window_hu) for h in hu_u + hu_v])[:, None]
-        return PairBatch(torch.from_numpy(images), np.stack(gt_u + gt_v), np.stack(pt_u + pt_v).astype(np.float32),
+        images = torch.stack([scale_window(h, cfg.window_hu) for h in hu_u + hu_v])[:, None]
+        return PairBatch(images, np.stack(gt_u + gt_v), np.stack(pt_u + pt_v).astype(np.float32),
                          list(names))
 
     def pair(self, subject: CachedSubject, k: int, rng: np.random.Generator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from CTSAM3DLib.model.predictor import scale_window
 from CTSAM3DLib.train import augment
 
 
@@ -51,4 +52,4 @@ def test_intensity_and_window() -> None:
     hu = np.array([[[-1000.0, 0.0, 1000.0]]], np.float32)
     out = augment.apply_intensity(hu, a, b, std, rng)
     np.testing.assert_allclose(out, hu * (1 + a) + b, rtol=1e-6)
-    np.testing.assert_allclose(augment.scale_hu(np.array([-2000.0, 0.0, 500.0]), (-1000, 1000)), [0.0, 0.5, 0.75])
+    np.testing.assert_allclose(scale_window(np.array([-2000.0, 0.0, 500.0]), (-1000, 1000)).numpy(), [0.0, 0.5, 0.75])
