@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "55955fff7f0ca0593099dc254d6b5532adca33f4e981e0cc8173a4aa7bb1edd6"
+DEFAULT_WEIGHTS_SHA256 = "a84c570784dd03fd53d32649ca3781f46a65f5811fc36b94973b67828fe6d653"
 
 
 def resources_dir() -> Path:

@@ -17,10 +17,14 @@ from CTSAM3DLib.aliases import IJK
 
 @dataclass(frozen=True)
 class PatchEntry:
-    """One patch: ``image [1, 1, 64^3]`` in [0, 1] and its encoder features (batch 1)."""
+    """One patch: ``image [1, 1, 64^3]`` in [0, 1] and its encoder features (batch 1).
+
+    ``feats`` is empty until the patch is first decoded: CPP reads only the pixels of a
+    neighbour, and a neighbour it does not prompt is never encoded.
+    """
 
     image: torch.Tensor
-    feats: tuple[torch.Tensor, ...]
+    feats: tuple[torch.Tensor, ...] = ()
 
     @property
     def nbytes(self) -> int:

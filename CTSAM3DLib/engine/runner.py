@@ -29,17 +29,30 @@ class PatchRunner:
         self.batch_size = max(1, int(batch_size))
         self.encoder_runs = 0
 
-    def entries(self, starts: list[IJK]) -> list[PatchEntry]:
-        """Cached entries for ``starts``, encoding the missing ones in batches."""
+    def images(self, starts: list[IJK]) -> list[PatchEntry]:
+        """Cached entries for ``starts`` with at least their pixels, resampling the missing ones."""
         missing = [s for s in dict.fromkeys(starts) if s not in self.cache]
         for i in range(0, len(missing), self.batch_size):
             chunk = missing[i:i + self.batch_size]
-            hu = extract_patches(self.image, self.grid, np.asarray(chunk))
-            images = self.predictor.scale(hu[:, None])
+            images = self.predictor.scale(extract_patches(self.image, self.grid, np.asarray(chunk))[:, None])
+            for b, s in enumerate(chunk):
+                self.cache.put(s, PatchEntry(images[b:b + 1]))
+        return self._cached(starts)
+
+    def entries(self, starts: list[IJK]) -> list[PatchEntry]:
+        """Cached entries for ``starts`` with encoder features, encoding the missing ones in batches."""
+        unique = list(dict.fromkeys(starts))
+        unencoded = [s for s, e in zip(unique, self.images(unique)) if not e.feats]
+        for i in range(0, len(unencoded), self.batch_size):
+            chunk = unencoded[i:i + self.batch_size]
+            images = torch.cat([e.image for e in self.images(chunk)])
             feats = self.predictor.encode(images)
             self.encoder_runs += len(chunk)
             for b, s in enumerate(chunk):
                 self.cache.put(s, PatchEntry(images[b:b + 1], tuple(f[b:b + 1] for f in feats)))
+        return self._cached(starts)
+
+    def _cached(self, starts: list[IJK]) -> list[PatchEntry]:
         out = [self.cache.get(s) for s in starts]
         assert all(e is not None for e in out), "patch cache budget smaller than one batch"
         return out  # type: ignore[return-value]
@@ -74,8 +87,8 @@ class PatchRunner:
         out: list[tuple[float, tuple[float, float, float]]] = []
         for i in range(0, len(jobs), self.batch_size):
             chunk = jobs[i:i + self.batch_size]
-            eu = self.entries([u for u, _, _ in chunk])
-            ev = self.entries([v for _, _, v in chunk])
+            eu = self.images([u for u, _, _ in chunk])
+            ev = self.images([v for _, _, v in chunk])
             mask = torch.from_numpy(np.stack([m for _, m, _ in chunk]).astype(np.float32))[:, None]
             heat = self.predictor.cpp(torch.cat([e.image for e in eu]), mask.to(self.predictor.device),
                                       torch.cat([e.image for e in ev]))

@@ -90,8 +90,11 @@ class SPADE(nn.Module):
     on a tiny cube and only a box around the clicks is convolved (`_sparse_modulation`).
     """
 
-    # Shortcut only when the box to convolve is at most this fraction of the grid.
+    # Shortcut only when the box to convolve is at most this fraction of the grid, and only for
+    # stages whose dense gamma+beta convs cost at least this many multiply-adds (below that the
+    # bookkeeping costs more than it saves: the compact decoder's narrow stages).
     SPARSE_MAX_FRACTION = 0.5
+    SPARSE_MIN_MACS = 5e8
 
     def __init__(self, channels: int, hidden: int, kernel: int) -> None:
         super().__init__()
@@ -122,7 +125,8 @@ class SPADE(nn.Module):
         convolved from ``act`` on A, padded with ``a0`` towards the interior and 0 at the border.
         """
         r, size = self.pad, prompt.shape[2:]
-        if min(size) < 2 * r + 1:
+        macs = 2 * size.numel() * self.mlp_gamma.in_channels * self.mlp_gamma.out_channels * (2 * r + 1) ** 3
+        if min(size) < 2 * r + 1 or macs < self.SPARSE_MIN_MACS:
             return None
         support = prompt.detach().abs().amax(dim=(0, 1)) > 0
         lo, hi = [], []

@@ -10,6 +10,11 @@ from CTSAM3DLib.model.decoder import SPADE
 from CTSAM3DLib.prompts.heatmap import prompt_tensor
 
 
+@pytest.fixture(autouse=True)
+def _always_sparse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SPADE, "SPARSE_MIN_MACS", 0)  # exercise the shortcut on small test modules
+
+
 def _spade(kernel: int) -> SPADE:
     torch.manual_seed(kernel)
     spade = SPADE(12, 8, kernel)
