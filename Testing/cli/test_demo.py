@@ -15,8 +15,8 @@ from CTSAM3DLib.eval.metrics import dice
 from CTSAM3DLib.model.checkpoint import CheckpointError
 
 # Liver DSC after one click (CPP on) that the bundled weights must clear: a random model scores 0.000 here,
-# the bundled weights 0.072 (docs/MODEL_CARD.md); weak, but it proves trained weights drive the demo.
-LIVER_DSC_FLOOR = 0.03
+# the bundled weights 0.152 (docs/MODEL_CARD.md); weak, but it proves trained weights drive the demo.
+LIVER_DSC_FLOOR = 0.08
 
 
 def test_default_weights_load_with_verified_checksum() -> None:
