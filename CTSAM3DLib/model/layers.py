@@ -17,7 +17,8 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad
            stride: int | tuple[int, int, int] = 1, dilation: int | tuple[int, int, int] = 1,
            groups: int = 1) -> torch.Tensor:
     """``F.conv3d`` (zero padding) that always uses oneDNN for CPU float32 inputs."""
-    if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and not torch.compiler.is_compiling()):  # inductor picks its own kernels; it cannot trace this call
         triple = (lambda v: (v,) * 3 if isinstance(v, int) else tuple(v))
         return torch.mkldnn_convolution(x.contiguous(), weight, bias, triple(padding), triple(stride),
                                         triple(dilation), groups)
