@@ -117,6 +117,16 @@ def test_cpp_stays_home_for_a_small_structure() -> None:
     assert s.last_stats["cpp_patches"] == 0 and oracle.cpp_calls == 0
 
 
+def test_cpp_reads_neighbours_without_encoding_them() -> None:
+    img, _ = _big_sphere(75.0)
+    oracle = ThresholdOracle()
+    s = Session(oracle, SessionConfig(max_patches=27, cpp_min_peak=2.0))  # type: ignore[arg-type]  # no peak passes
+    s.set_volume(img)
+    s.add_click((55, 55, 30))
+    assert oracle.cpp_calls >= 6 and s.last_stats["cpp_patches"] == 0
+    assert s._vol.runner.encoder_runs == 1  # only the clicked patch: rejected neighbours cost no encoder pass
+
+
 def test_cpp_visits_only_reached_neighbours_and_blends_without_seams() -> None:
     img, gt = _big_sphere(75.0)
     oracle = ThresholdOracle()
