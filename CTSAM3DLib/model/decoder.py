@@ -13,6 +13,7 @@ a 1x1 head at 64^3 (see ``DecoderConfig.compact()``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -122,49 +123,40 @@ class SPADE(nn.Module):
         is the constant ``a0 = relu(bias)`` outside ``B + r``, so gamma/beta are, outside
         ``A = B + 2r``, the convolution of a constant field, which varies only within ``r`` of the
         patch border (27 border classes, read off a ``(2r+1)^3`` cube). Inside A they are
-        convolved from ``act`` on A, padded with ``a0`` towards the interior and 0 at the border.
+        convolved without padding from ``act`` on ``A + r`` (exact on any box holding B),
+        zero-padded only where that box meets the patch border, as the dense conv is.
         """
         r, size = self.pad, prompt.shape[2:]
         macs = 2 * size.numel() * self.mlp_gamma.in_channels * self.mlp_gamma.out_channels * (2 * r + 1) ** 3
         if min(size) < 2 * r + 1 or macs < self.SPARSE_MIN_MACS:
             return None
         support = prompt.detach().abs().amax(dim=(0, 1)) > 0
-        lo, hi = [], []
+        box: list[tuple[int, int]] = []
         for axis in range(3):
             nz = torch.nonzero(support.any(dim=tuple(a for a in range(3) if a != axis))).flatten()
             if len(nz) == 0:
-                lo, hi = [0, 0, 0], [0, 0, 0]
+                box = []
                 break
-            lo.append(max(int(nz[0]) - 2 * r, 0))
-            hi.append(min(int(nz[-1]) + 1 + 2 * r, size[axis]))
-        box_voxels = (hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])
-        if box_voxels > self.SPARSE_MAX_FRACTION * size.numel():
+            box.append((max(int(nz[0]) - 2 * r, 0), min(int(nz[-1]) + 1 + 2 * r, size[axis])))
+        if box and math.prod(hi - lo for lo, hi in box) > self.SPARSE_MAX_FRACTION * size.numel():
             return None
         conv_shared = self.mlp_shared[0]
         a0 = torch.relu(conv_shared.bias) if conv_shared.bias is not None else torch.zeros(conv_shared.out_channels)
-        a0 = a0.to(prompt.dtype)[None, :, None, None, None]
-        cube = a0.expand(1, -1, 2 * r + 1, 2 * r + 1, 2 * r + 1)
+        cube = a0.to(prompt.dtype)[None, :, None, None, None].expand(1, -1, 2 * r + 1, 2 * r + 1, 2 * r + 1)
         index = [torch.cat([torch.arange(r), torch.full((n - 2 * r,), r), torch.arange(r + 1, 2 * r + 1)]) for n in size]
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
         act = None
-        if box_voxels:
-            act = self.mlp_shared(prompt[(slice(None), slice(None), *box)])
-            padded = a0.expand(act.shape[0], -1, *(n + 2 * r for n in act.shape[2:])).clone()
-            padded[(slice(None), slice(None), *(slice(r, r + n) for n in act.shape[2:]))] = act
-            for axis in range(3):  # sides on the patch border see zero padding, as in the dense conv
-                for at_border, side in ((lo[axis] == 0, slice(0, r)), (hi[axis] == size[axis], slice(-r, None) if r else slice(0, 0))):
-                    if at_border:
-                        sl = [slice(None)] * 5
-                        sl[2 + axis] = side
-                        padded[tuple(sl)] = 0
-            act = padded
+        if box:
+            ext = [(max(lo - r, 0), min(hi + r, n)) for (lo, hi), n in zip(box, size)]
+            act = self.mlp_shared(prompt[(slice(None), slice(None), *(slice(a, b) for a, b in ext))])
+            zeros = [(r - (lo - a), r - (b - hi)) for (lo, hi), (a, b) in zip(box, ext)]  # beyond the border
+            act = F.pad(act, [p for side in reversed(zeros) for p in side])
         out = []
         for conv in (self.mlp_gamma, self.mlp_beta):
             small = conv(cube)
             full = small[:, :, index[0]][:, :, :, index[1]][:, :, :, :, index[2]]
             full = full.expand(prompt.shape[0], -1, -1, -1, -1).contiguous()
             if act is not None:
-                full[(slice(None), slice(None), *box)] = conv3d(act, conv.weight, conv.bias)
+                full[(slice(None), slice(None), *(slice(lo, hi) for lo, hi in box))] = conv3d(act, conv.weight, conv.bias)
             out.append(full)
         return out[0], out[1]
 
