@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "a84c570784dd03fd53d32649ca3781f46a65f5811fc36b94973b67828fe6d653"
+DEFAULT_WEIGHTS_SHA256 = "bdc6eed0f158db6296129ebb9c3b8531b456f22cfd6496a43ce68a72a1819247"
 
 
 def resources_dir() -> Path:
