@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
+
+# The oldest Slicer CTSAM3D runs in: its Python (3.12) is >= 3.10, as CTSAM3DLib needs, and it has
+# slicer.parameterNodeWrapper with Choice / WithinRange / connectGui.
+MINIMUM_SLICER = "5.8"
 
 try:
     import qt
     import slicer
     import vtk
-    from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
     from slicer.ScriptedLoadableModule import (
         ScriptedLoadableModule,
         ScriptedLoadableModuleLogic,
@@ -32,11 +35,23 @@ except ImportError as _error:
         f"slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper); here: {_error}. Outside Slicer use "
         "CTSAM3DLib (CLI and Python API) or CTSAM3DLib.mrml_bridge with the slicer-core wheel."
     ) from _error
+try:
+    if sys.version_info < (3, 10):
+        raise ImportError(f"this Slicer's Python is {sys.version.split()[0]}; CTSAM3DLib needs 3.10 or newer")
+    from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+    from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+except ImportError as _error:
+    raise ImportError(f"CTSAM3D needs 3D Slicer {MINIMUM_SLICER} or newer ({_error}). Install a current Slicer "
+                      "from download.slicer.org and the CTSAM3D extension for it.") from _error
 
-# Requirement of the PyTorch installed through the PyTorch extension.
-TORCH_REQUIREMENT = ">=2.1"
-# How often (ms) the widget collects finished worker jobs.
-POLL_INTERVAL_MS = 50
+# The oldest PyTorch CTSAM3DLib runs on: torch.compiler.is_compiling (model/layers.py) came with 2.3
+# (scaled_dot_product_attention's scale= with 2.1, weights_only loading with 1.13).
+TORCH_MINIMUM = "2.3"
+TORCH_REQUIREMENT = f">={TORCH_MINIMUM}"
+# The poll timer: every POLL_INTERVAL_MS the widget waits up to POLL_WAIT_S for the worker in a wait that
+# releases the GIL. Slicer's main thread holds the GIL while idle in Qt's event loop, so this wait is the
+# time the worker gets to run (an 80 % share); events are still served at least every 40 ms.
+POLL_INTERVAL_MS, POLL_WAIT_S = 10, 0.04
 # Public names of CTSAM3DLib.mrml_bridge.BridgeLogic that CTSAM3DLogic exposes (the scripting API).
 DELEGATED_TO_BRIDGE = frozenset({"segment", "session", "load_model", "set_predictor", "configure", "available_devices",
                                  "worker", "cancel", "close_session", "predictor", "config", "overwrite"})
@@ -54,8 +69,9 @@ class CTSAM3D(ScriptedLoadableModule):
         self.parent.helpText = (
             "Click-prompted 3-D segmentation of anatomy in CT (CT-SAM3D). Choose a CT, a segmentation and a "
             "segment, press Start, then place include (green) and exclude (red) points in any view: every point "
-            "updates the segment. T toggles include/exclude, Ctrl+Z / Ctrl+Y undo / redo, N starts the next "
-            "segment. Clicks are stored with each segment and survive saving the scene. "
+            "updates the segment; a segment drawn or edited by hand is refined, never erased. T toggles include/exclude, "
+            "Ctrl+Z / Ctrl+Y undo / redo, N starts the next segment, Shift+R resets it, H hides/shows it, Shift+Del "
+            "deletes it. Clicks are stored with each segment and survive saving the scene. "
             "See docs/slicer.md of the CTSAM3D repository."
         )
         self.parent.acknowledgementText = (
@@ -63,6 +79,22 @@ class CTSAM3D(ScriptedLoadableModule):
             "Segmentation Model using 3D Whole-body CT Scans'. Sample CT from the TotalSegmentator test data "
             "(Wasserthal et al., Radiology: AI 2023, Apache-2.0)."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Offer the bundled abdomen CT in the Sample Data module (loaded from the extension, no download)."""
+    import SampleData
+
+    from CTSAM3DLib import bundled
+
+    path = bundled.sample_dir() / "ct.nii.gz"
+    if not path.is_file():
+        return
+    iconPath = Path(__file__).parent / "Resources" / "Icons" / "CTSAM3D.png"
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="CTSAM3D", sampleName="CTSAM3D abdomen CT", thumbnailFileName=str(iconPath),
+        customDownloader=lambda source: [slicer.util.loadVolume(str(path), {"name": "CTSAM3D abdomen CT"})])
 
 
 @parameterNodeWrapper
@@ -94,6 +126,7 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._isPositive = True
         self._dependenciesChecked = False
         self._shortcuts: list[Any] = []
+        self._isShowingError = False
         self._timer = qt.QTimer()
 
     def setup(self) -> None:
@@ -114,20 +147,42 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name, handler in actions.items():
             getattr(self.ui, name).connect("clicked(bool)", lambda _checked, handler=handler: handler())
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
+        self._setupSegmentEditor()
+        appLogic = slicer.app.applicationLogic()
+        for node in (appLogic.GetInteractionNode(), appLogic.GetSelectionNode()):  # keep +/- buttons in sync
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self._onPlaceModeModified)
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.onPoll)
         self.initializeParameterNode()
+
+    def _setupSegmentEditor(self) -> None:
+        """The embedded Segment Editor (segment list, effects, Show 3D) on a node of its own."""
+        editor = self.ui.segmentEditorWidget
+        editor.setMRMLScene(slicer.mrmlScene)
+        editorNode = slicer.mrmlScene.GetSingletonNode("CTSAM3D", "vtkMRMLSegmentEditorNode")
+        if editorNode is None:
+            editorNode = slicer.vtkMRMLSegmentEditorNode()
+            editorNode.SetSingletonTag("CTSAM3D")
+            editorNode = slicer.mrmlScene.AddNode(editorNode)
+        editor.setMRMLSegmentEditorNode(editorNode)
+        editor.setSegmentationNodeSelectorVisible(False)
+        editor.setSourceVolumeNodeSelectorVisible(False)
+        self.addObserver(editorNode, vtk.vtkCommand.ModifiedEvent, self._onEditorNodeModified)
 
     def cleanup(self) -> None:
         self.removeObservers()
         self._timer.stop()
         self._removeShortcuts()
+        if self._prompts is not None:  # observers and prompt nodes go with the widget (module reload)
+            self._prompts.remove()
+            self._prompts = None
         if self.logic is not None:
             self.logic.close()
 
     def enter(self) -> None:
         self.initializeParameterNode()
-        keys = {"Ctrl+Z": self.onUndo, "Ctrl+Y": self.onRedo, "T": self.onToggle, "N": self.onNextSegment}
+        keys = {"Ctrl+Z": self.onUndo, "Ctrl+Y": self.onRedo, "T": self.onToggle, "N": self.onNextSegment,
+                "Shift+R": self.onReset, "H": self.onToggleVisibility, "Shift+Del": self.onDeleteSegment}
         for key, handler in keys.items() if slicer.util.mainWindow() else ():
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.connect("activated()", handler)
@@ -149,6 +204,7 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.close()
 
     def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        self._setupSegmentEditor()  # its node went with the scene
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -177,6 +233,8 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if self.ui.segmentSelector.currentNode() is not params.segmentation:
             self.ui.segmentSelector.setCurrentNode(params.segmentation)
+        self.ui.segmentEditorWidget.setSegmentationNode(params.segmentation)
+        self.ui.segmentEditorWidget.setSourceVolumeNode(params.inputVolume)
         self.ui.startButton.enabled = bool(params.inputVolume and params.segmentation)
         self.ui.deviceWarningLabel.visible = params.device == "cpu"
         self.ui.windowMinSpinBox.enabled = self.ui.windowMaxSpinBox.enabled = bool(params.checkpointPath)
@@ -214,10 +272,16 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             segmentId = self._session().add_segment()
             self.ui.segmentSelector.setCurrentSegmentID(segmentId)
 
+    def _onEditorNodeModified(self, caller: Any, event: Any) -> None:
+        segmentId = caller.GetSelectedSegmentID()
+        if segmentId and self._parameterNode is not None and segmentId != self._parameterNode.segmentId:
+            self.ui.segmentSelector.setCurrentSegmentID(segmentId)  # -> onSegmentChanged
+
     def onSegmentChanged(self, segmentId: str) -> None:
         if self._parameterNode is None or self._parameterNode.segmentId == segmentId:
             return
         self._parameterNode.segmentId = segmentId
+        self.ui.segmentEditorWidget.setCurrentSegmentID(segmentId)
         if self._prompts is not None and segmentId:
             with slicer.util.tryWithErrorDisplay("CTSAM3D could not continue this segment."):
                 self._restoreSegment()
@@ -225,14 +289,40 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onToggle(self) -> None:
         self.setPlaceMode(not self._isPositive)
 
+    def onToggleVisibility(self) -> None:
+        params = self._parameterNode
+        display = params.segmentation.GetDisplayNode() if params and params.segmentation else None
+        if display is not None and params.segmentId:
+            display.SetSegmentVisibility(params.segmentId, not display.GetSegmentVisibility(params.segmentId))
+
+    def onDeleteSegment(self) -> None:
+        params = self._parameterNode
+        if not (params and params.segmentation and params.segmentId) or self.logic.worker.busy:
+            return
+        segmentation = params.segmentation.GetSegmentation()
+        name = segmentation.GetSegment(params.segmentId).GetName()
+        if slicer.util.confirmYesNoDisplay(f"Delete segment '{name}' and its clicks?", windowTitle="CTSAM3D"):
+            segmentation.RemoveSegment(params.segmentId)
+
     def setPlaceMode(self, isPositive: bool) -> None:
         self._isPositive = isPositive
         self.ui.positiveButton.checked, self.ui.negativeButton.checked = isPositive, not isPositive
         if self._prompts is None:
             return
+        self.ui.segmentEditorWidget.setActiveEffect(None)  # a click places a point, not a paint stroke
         markupsLogic = slicer.modules.markups.logic()
         markupsLogic.SetActiveList(self._prompts.node(isPositive))
         markupsLogic.StartPlaceMode(True)
+
+    def _onPlaceModeModified(self, caller: Any = None, event: Any = None) -> None:
+        """Check the Include / Exclude button only while a point of that polarity is being placed."""
+        if self._prompts is None:
+            return
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        placing = interaction.GetCurrentInteractionMode() == interaction.Place
+        activeId = slicer.modules.markups.logic().GetActiveListID()
+        for isPositive, button in ((True, self.ui.positiveButton), (False, self.ui.negativeButton)):
+            button.checked = placing and activeId == self._prompts.node(isPositive).GetID()
 
     def onCancel(self) -> None:
         self.logic.cancel()
@@ -260,9 +350,12 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
 
     def onPoll(self) -> None:
-        for result in self.logic.worker.poll():
+        if self._isShowingError:  # the timer fires inside the error dialog's event loop: wait for it to close
+            return
+        errors = []
+        for result in self.logic.worker.poll(wait_s=POLL_WAIT_S):  # the wait lets the worker run (GIL)
             if result.error is not None:
-                self._showError(result.error)
+                errors.append(result.error)
             else:
                 self._showOutcome(result.outcome)
             if self._prompts and self._parameterNode and result.job.segment_id == self._parameterNode.segmentId:
@@ -270,20 +363,26 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.logic.worker.busy:
             self._timer.stop()
             self.ui.cancelButton.enabled = False
+        if errors:
+            self._showErrors(errors)
 
     def _showOutcome(self, outcome: Any) -> None:
         device = getattr(self.logic.predictor, "device", "?")
         self.ui.statusLabel.text = (f"{device} | {outcome.seconds * 1000:.0f} ms | {outcome.patches} patches "
                                     f"({outcome.cpp_patches} by CPP) | {len(outcome.labels)} clicks")
 
-    def _showError(self, error: BaseException) -> None:
+    def _showErrors(self, errors: list[BaseException]) -> None:
+        """One status line and at most one dialog for all jobs that failed in one poll."""
         from CTSAM3DLib.mrml_bridge import ClickCancelled
 
-        if isinstance(error, ClickCancelled):
-            self.ui.statusLabel.text = "Cancelled: the segment is unchanged."
-            return
-        self.ui.statusLabel.text = f"Error: {error}"
-        slicer.util.errorDisplay(str(error), windowTitle="CTSAM3D")
+        messages = list(dict.fromkeys(str(e) for e in errors if not isinstance(e, ClickCancelled)))
+        self.ui.statusLabel.text = f"Error: {messages[-1]}" if messages else "Cancelled: the segment is unchanged."
+        if messages:
+            self._isShowingError = True
+            try:
+                slicer.util.errorDisplay("\n\n".join(messages), windowTitle="CTSAM3D")
+            finally:
+                self._isShowingError = False
 
     # ---- helpers ----------------------------------------------------------------------------
     def _segmentId(self) -> str:
@@ -303,11 +402,11 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _restoreSegment(self) -> None:
         session = self._session()
-        job = session.prepare("restore", self._segmentId())
-        if job.replay_labels:
+        job = session.prepare_restore(self._segmentId())
+        if job is not None:
             self._submit(session, job)
         else:
-            self._prompts.show(*session.clicks_world(job.segment_id))
+            self._prompts.show(*session.clicks_world(self._segmentId()))
 
     def _ensureDependencies(self) -> None:
         if not self._dependenciesChecked:
@@ -328,17 +427,52 @@ def ensureDependencies(requirementsPath: str) -> None:
     if not torchLogic.torchInstalled():
         if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
             raise RuntimeError("CTSAM3D cannot run without PyTorch, which was not installed.")
+    else:
+        ensureTorchVersion(torchLogic)
     ensureRequirements(requirementsPath)
 
 
-def ensureRequirements(requirementsPath: str) -> None:
-    """Install missing packages of requirements.txt after the user confirms (never silently)."""
+def torchVersionProblem(installed: str) -> str | None:
+    """Why PyTorch ``installed`` (a version string) cannot run CTSAM3D, or None if it can."""
+    from packaging.version import InvalidVersion, Version
+
     try:
-        from slicer import packaging as slicerPackaging  # Slicer >= 5.10: checks, asks, installs
+        if Version(installed).release >= Version(TORCH_MINIMUM).release:
+            return None
+    except InvalidVersion:
+        pass
+    return f"CTSAM3D needs PyTorch {TORCH_MINIMUM} or newer, but this Slicer has PyTorch {installed}."
+
+
+def ensureTorchVersion(torchLogic: Any) -> None:
+    """An installed PyTorch older than ``TORCH_MINIMUM``: offer to update it through the PyTorch extension, which
+    keeps its choice of CUDA build; the loaded old version stays in use until Slicer restarts."""
+    from importlib import metadata
+
+    problem = torchVersionProblem(metadata.version("torch"))
+    if problem is None:
+        return
+    if not slicer.util.confirmOkCancelDisplay(f"{problem}\n\nUpdate PyTorch now (PyTorch extension)? Slicer must "
+                                              "restart afterwards.", windowTitle="CTSAM3D"):
+        raise RuntimeError(f"{problem} Update it in the PyTorch Utils module (Uninstall, restart Slicer), then press "
+                           "Start again.")
+    torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
+    raise RuntimeError("PyTorch was updated: restart Slicer, then press Start again.")
+
+
+def ensureRequirements(requirementsPath: str) -> None:
+    """Install missing packages of requirements.txt after the user confirms (never silently).
+
+    pip never touches the installed PyTorch (the PyTorch extension chose its CUDA build): a constraints file
+    pins it, so pip picks versions that work with it (e.g. an older monai) or stops with a message.
+    """
+    constraints = torchConstraintsFile()
+    try:
+        from slicer import pydeps  # Slicer >= 5.11: checks, asks, installs, offers a restart
     except ImportError:
-        slicerPackaging = None
-    if slicerPackaging is not None and hasattr(slicerPackaging, "pip_ensure"):
-        slicerPackaging.pip_ensure(slicerPackaging.load_requirements(requirementsPath), requester="CTSAM3D")
+        pydeps = None
+    if pydeps is not None:
+        pydeps.pip_ensure(pydeps.load_requirements(requirementsPath), constraints=constraints, requester="CTSAM3D")
         return
     missing = missingRequirements(requirementsPath)
     if not missing:
@@ -346,7 +480,28 @@ def ensureRequirements(requirementsPath: str) -> None:
     if not slicer.util.confirmOkCancelDisplay("CTSAM3D needs these Python packages:\n\n" + "\n".join(missing)
                                               + "\n\nInstall them now into Slicer's Python?", windowTitle="CTSAM3D"):
         raise RuntimeError("CTSAM3D cannot run without: " + ", ".join(missing))
-    slicer.util.pip_install(missing)
+    slicer.util.pip_install([*missing, "--constraint", constraints])
+
+
+def torchConstraintsFile() -> str:
+    """A pip constraints file (temporary) that pins the installed torch, if any, to its exact version."""
+    import tempfile
+    from importlib import metadata
+
+    try:
+        pins = f"torch=={metadata.version('torch')}\n"
+    except metadata.PackageNotFoundError:
+        pins = ""
+    path = Path(tempfile.mkdtemp(prefix="CTSAM3D-")) / "constraints.txt"
+    path.write_text(pins)
+    return str(path)
+
+
+def missingRuntimePackages() -> list[str]:
+    """Python packages CTSAM3D needs at run time that this Slicer lacks (none: it can run)."""
+    import importlib.util
+
+    return [name for name in ("torch", "monai", "scipy") if importlib.util.find_spec(name) is None]
 
 
 def missingRequirements(requirementsPath: str) -> list[str]:
@@ -415,6 +570,13 @@ class CTSAM3DTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
+        missing = missingRuntimePackages()
+        if missing:  # a clean Slicer or an extension build machine: say what is missing, do not error
+            message = (f"CTSAM3D self-test skipped: {', '.join(missing)} not installed (press Start in the module "
+                       "to install them).")
+            logging.warning(message)
+            self.delayDisplay(message)
+            return
         self.setUp()
         self.test_markups_click_lands_on_voxel()
         self.setUp()

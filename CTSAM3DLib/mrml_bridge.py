@@ -8,12 +8,16 @@
 * Results: only the box the engine changed is written into the target segment, on the volume's
   voxel grid in the segmentation's frame. Other segments change only with ``overwrite``
   ("visible" or "all", as the Segment Editor's overwrite setting).
+* Refinement: a segment holding voxels CTSAM3D did not write (drawn, imported, edited; found by its labelmap's
+  MTime, then by comparing voxels) starts the engine from them (``Session.set_target_mask``), so no click removes
+  voxels it did not ask to remove, and undo returns to them exactly.
 * Prompt memory: engine target = segment ID; the clicks are stored in the segment tag
   ``CTSAM3D.Clicks`` (JSON, volume-local RAS + labels), saved with the segmentation
   (.seg.nrrd, .mrb) and replayed on the segment's first use in a session.
 
 Threading: ``SegmentationSession.run`` touches only the engine (worker thread); ``prepare_*`` and
-``commit`` touch MRML (main thread); ``ClickWorker`` runs jobs in order and commits them from ``poll``.
+``commit`` / ``discard`` touch MRML (main thread); ``ClickWorker`` runs jobs in order and commits them from
+``poll(wait_s)``, whose GIL-releasing wait is what lets the worker run under Slicer's GIL-holding event loop.
 ``slicer``/``vtk`` are imported lazily; the MRML calls used behave the same in Slicer and in ``slicer-core``.
 Arrays are ``(z, y, x)``; points ``(x, y, z)`` = R, A, S in mm.
 """
@@ -130,9 +134,13 @@ def ensure_reference_geometry(volume_node: Any, segmentation_node: Any) -> bool:
 
 
 def write_region(segmentation_node: Any, segment_id: str, geometry: np.ndarray, box: BBox3D, region: np.ndarray,
-                 overwrite_ids: Sequence[str] = (), grid_size_xyz: Sequence[int] | None = None) -> None:
+                 overwrite_ids: Sequence[str] = (), grid_size_xyz: Sequence[int] | None = None,
+                 only: np.ndarray | None = None, current: np.ndarray | None = None) -> None:
     """Replace the segment's voxels inside ``box`` (exclusive, voxels of ``geometry``: voxel -> segmentation RAS)
     by ``region`` (uint8 0/1, z, y, x); nothing outside the box changes; ``overwrite_ids`` lose the new foreground.
+
+    ``only`` (bool, box-shaped): write just these voxels and keep the others as they are (then ``current``, the
+    segment's values in the box on the volume grid, is needed for segments on another grid).
 
     On the segment's own grid (the usual case) the values go in place into its internal labelmap, as
     ``slicer.util.arrayFromSegmentInternalBinaryLabelmap`` documents (time ~ box size); a segment sharing its
@@ -141,21 +149,69 @@ def write_region(segmentation_node: Any, segment_id: str, geometry: np.ndarray, 
     """
     segmentation = segmentation_node.GetSegmentation()
     segment = segmentation.GetSegment(segment_id)
+    added = region > 0 if only is None else (region > 0) & only
     sharing = segmentation.GetSegmentIDsForLayer(segmentation.GetLayerIndex(segment_id))
-    if any(s != segment_id and s not in overwrite_ids for s in sharing) and region.any():
+    if any(s != segment_id and s not in overwrite_ids for s in sharing) and added.any():
         segmentation.SeparateSegmentLabelmap(segment_id)  # never write over a protected segment's labels
     layer = _layer_on_grid(segment, geometry, box, grid_size_xyz)
     if layer is None:
-        _write_resampled(segmentation_node, segment_id, geometry, box, region, overwrite_ids)
+        merged = region if only is None else np.where(only, region, current).astype(np.uint8)
+        _write_resampled(segmentation_node, segment_id, geometry, box, merged, overwrite_ids)
         return
     label = segment.GetLabelValue()
     view = _box_view(layer, box)
-    view[(view == label) & (region == 0)] = 0
-    view[region > 0] = label
+    cleared = region == 0 if only is None else (region == 0) & only
+    view[(view == label) & cleared] = 0
+    view[added] = label
     layer.Modified()  # -> SourceRepresentationModified: displays and derived representations update
     segment.Modified()
-    if overwrite_ids and region.any():
-        _erase_from_other_layers(segmentation_node, segment_id, geometry, box, region, overwrite_ids)
+    if overwrite_ids and added.any():
+        _erase_from_other_layers(segmentation_node, segment_id, geometry, box, added.astype(np.uint8), overwrite_ids)
+
+
+def segment_mask(segmentation_node: Any, segment_id: str, volume_node: Any, shape_zyx: Sequence[int]) -> np.ndarray:
+    """The segment as uint8 (z, y, x) on the volume's voxel grid: read from its labelmap when that is on the
+    volume's grid (exact), else exported by Slicer (resampled). Empty when it has no binary labelmap."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    name = _slicer().vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    layer = segment.GetRepresentation(name) if segment is not None else None
+    out = np.zeros(tuple(shape_zyx), dtype=np.uint8)
+    if layer is None or _is_empty(layer):
+        return out
+    if not _on_grid(layer, labelmap_geometry(volume_node, segmentation_node)):
+        exported = _slicer().util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
+        return (np.asarray(exported) > 0).astype(np.uint8)
+    size_xyz = tuple(int(v) for v in shape_zyx)[::-1]
+    box = _intersect(_clip_box(layer, ((0, 0, 0), size_xyz)), (0, 0, 0), size_xyz)
+    if box is not None:
+        _crop(out, box)[...] = _box_view(layer, box) == segment.GetLabelValue()
+    return out
+
+
+def labelmap_mtime(segmentation_node: Any, segment_id: str) -> int:
+    """Modification time of the labelmap holding the segment (changes with every edit; 0 if none)."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    name = _slicer().vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    layer = segment.GetRepresentation(name) if segment is not None else None
+    return 0 if layer is None else int(layer.GetMTime())
+
+
+def show_segment(segmentation_node: Any, segment_id: str) -> None:
+    """Make the segment visible in the views: display nodes (a segmentation made from a node selector has
+    none), the segmentation and the segment shown."""
+    if segmentation_node.GetDisplayNode() is None:
+        segmentation_node.CreateDefaultDisplayNodes()
+    display = segmentation_node.GetDisplayNode()
+    display.SetVisibility(True)
+    display.SetSegmentVisibility(segment_id, True)
+
+
+def show_3d(segmentation_node: Any, is_shown: bool) -> None:
+    """Show the segments as surfaces in 3-D views (Slicer's "Show 3D": the closed-surface representation)."""
+    if is_shown:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+    else:
+        segmentation_node.RemoveClosedSurfaceRepresentation()
 
 
 def _is_empty(image: Any) -> bool:
@@ -321,6 +377,8 @@ class Job:
 
     ``point_ras``: the click (x, y, z) in the volume's local RAS mm ("click" only). ``replay_ras`` (N, 3) and
     ``replay_labels``: clicks stored with the segment, replayed first on its first use in the session.
+    ``content``: the segment's voxels (uint8, z, y, x, on the volume grid) when they may have changed outside
+    CTSAM3D since its last write (drawn, imported, Segment Editor effects); None when they did not.
     """
 
     kind: JobKind
@@ -329,6 +387,7 @@ class Job:
     is_positive: bool = True
     replay_ras: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3)))
     replay_labels: tuple[bool, ...] = ()
+    content: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -336,7 +395,10 @@ class Outcome:
     """What a job did, ready to be committed to MRML.
 
     ``changed``: False when undo/redo had nothing to do. ``box``: changed input-grid box ``((i0, j0, k0),
-    (i1, j1, k1))`` exclusive, or None; ``region``: a copy of the uint8 mask (z, y, x) inside it.
+    (i1, j1, k1))`` exclusive, or None; ``region``: a copy of the uint8 mask (z, y, x) inside it; ``only``:
+    None (write the whole box) or the box voxels to write (bool): undo / redo / reset of a segment edited
+    outside CTSAM3D change just the voxels the engine changed, so the outside edits stay.
+    ``seeded``: the engine restarted the segment from its content (edited outside CTSAM3D) before the job.
     ``clicks_ras`` (N, 3) volume-local RAS and ``labels``: the segment's clicks after the job.
     ``seconds``: engine time; ``patches`` computed, ``cpp_patches`` of them added by CPP.
     """
@@ -350,6 +412,12 @@ class Outcome:
     seconds: float = 0.0
     patches: int = 0
     cpp_patches: int = 0
+    only: np.ndarray | None = None
+    seeded: bool = False
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The device ran out of memory during a job; the segment and the session are as before it."""
 
 
 def _union(boxes: Sequence[BBox3D | None]) -> BBox3D | None:
@@ -359,6 +427,11 @@ def _union(boxes: Sequence[BBox3D | None]) -> BBox3D | None:
     low = tuple(int(min(b[0][a] for b in real)) for a in range(3))
     high = tuple(int(max(b[1][a] for b in real)) for a in range(3))
     return low, high  # type: ignore[return-value]
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 class CancellablePredictor:
@@ -390,6 +463,10 @@ class SegmentationSession:
 
     The CT volume node's voxels are copied once; a segmentation without segments is put on its grid.
     ``overwrite``: "none" (default: other segments untouched), "visible" or "all".
+
+    A segment's voxels are the truth: when they changed outside CTSAM3D since its last write (or were never
+    written by it), the next click starts the engine from them (``Session.set_target_mask``), so that no
+    click removes voxels it did not ask to remove; CTSAM3D's undo then stops at that content.
     """
 
     def __init__(self, volume_node: Any, segmentation_node: Any, predictor: Any, config: SessionConfig | None = None,
@@ -406,8 +483,12 @@ class SegmentationSession:
         self._ijk_to_ras = ijk_to_ras_matrix(volume_node)
         self._shape_xyz = volume.shape_xyz
         self._volume_mtime = volume_node.GetImageData().GetMTime()
-        self._replayed: set[str] = set()
+        self._replayed: set[str] = set()  # segments whose stored clicks are in the engine (set by ``run``)
+        self._written: dict[str, int] = {}  # segment -> its labelmap's MTime right after our last write
+        self._pending: dict[str, int] = {}  # segment -> jobs prepared but not yet committed or discarded
         ensure_reference_geometry(volume_node, segmentation_node)
+        if segmentation_node.GetDisplayNode() is None:
+            segmentation_node.CreateDefaultDisplayNodes()
 
     def matches(self, volume_node: Any, segmentation_node: Any, predictor: Any) -> bool:
         """Whether this session still serves these nodes and this predictor (volume unchanged)."""
@@ -439,29 +520,82 @@ class SegmentationSession:
     def prepare_click(self, point_world_ras: ArrayLike, is_positive: bool, segment_id: str) -> Job:
         """A click job from a world RAS point (x, y, z) mm, e.g. a markups control point."""
         x, y, z = (float(v) for v in world_to_local(self.volume_node, np.asarray(point_world_ras, dtype=np.float64))[0])
-        return Job("click", segment_id, (x, y, z), bool(is_positive), *self._replay_for(segment_id))
+        return self._job("click", segment_id, (x, y, z), bool(is_positive))
 
     def prepare(self, kind: JobKind, segment_id: str) -> Job:
         """An "undo", "redo", "reset" or "restore" job for the segment."""
         if kind not in ("undo", "redo", "reset", "restore"):
             raise ValueError(f"Unknown job kind {kind!r}.")
-        return Job(kind, segment_id, None, True, *self._replay_for(segment_id))
+        return self._job(kind, segment_id, None, True)
 
-    def _replay_for(self, segment_id: str) -> tuple[np.ndarray, tuple[bool, ...]]:
-        segment = self.segment(segment_id)
-        stored = (np.zeros((0, 3)), ()) if segment_id in self._replayed else read_clicks(segment)
-        self._replayed.add(segment_id)  # after reading: an unreadable tag is reported again next time
-        return stored
+    def prepare_restore(self, segment_id: str) -> Job | None:
+        """The job that replays the segment's stored clicks on first use, or None (already done, or
+        nothing stored; then no job is left pending)."""
+        job = self.prepare("restore", segment_id)
+        if job.replay_labels:
+            return job
+        self.discard(job)
+        return None
+
+    def _job(self, kind: JobKind, segment_id: str, point_ras: tuple[float, float, float] | None,
+             is_positive: bool) -> Job:
+        """A job; every prepared job must end in ``commit`` or ``discard``."""
+        stored = (np.zeros((0, 3)), ()) if segment_id in self._replayed else read_clicks(self.segment(segment_id))
+        job = Job(kind, segment_id, point_ras, is_positive, *stored, content=self._content_if_edited(segment_id))
+        self._pending[segment_id] = self._pending.get(segment_id, 0) + 1
+        return job
+
+    def _content_if_edited(self, segment_id: str) -> np.ndarray | None:
+        """The segment's voxels if they may differ from what CTSAM3D last wrote; None when they cannot.
+
+        A job still queued for the segment writes first, so it is judged later (edits made while
+        a click computes are kept only where that click does not write).
+        """
+        if self._pending.get(segment_id) or self._written.get(segment_id) == labelmap_mtime(
+                self.segmentation_node, segment_id):
+            return None
+        return segment_mask(self.segmentation_node, segment_id, self.volume_node, self._shape_xyz[::-1])
+
+    def discard(self, job: Job) -> None:
+        """Forget a prepared job that will not be committed (it failed or was cancelled)."""
+        count = self._pending.get(job.segment_id, 0) - 1
+        if count > 0:
+            self._pending[job.segment_id] = count
+        else:
+            self._pending.pop(job.segment_id, None)
 
     # ---- any thread: engine only --------------------------------------------------------
     def run(self, job: Job) -> Outcome:
         """Execute the job on the engine (no MRML): safe on a worker thread, one job at a time.
 
-        Raises ValueError (point outside the volume, first click negative) or ClickCancelled.
+        Raises ValueError (point outside the volume, first click negative), ClickCancelled or
+        DeviceOutOfMemory; the engine is then as before the job.
         """
+        try:
+            return self._run(job)
+        except (ClickCancelled, ValueError):
+            raise
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            device = getattr(self.engine.predictor, "device", "device")
+            raise DeviceOutOfMemory(
+                f"The {device} ran out of memory during this click; the segment is unchanged and you can go on. "
+                "Lower 'Most patches per click', close other programs using the GPU, or choose the CPU.") from exc
+
+    def _run(self, job: Job) -> Outcome:
         t0, eng, tid = time.perf_counter(), self.engine, job.segment_id
         boxes, patches, cpp = [self._replay(job)], 0, 0
-        changed = True
+        changed, seeded, before = True, False, None
+        if job.content is not None and not np.array_equal(job.content, eng.mask(tid)):
+            if job.kind in ("click", "restore"):
+                boxes.append(eng.set_target_mask(job.content, tid))
+                seeded = True
+            else:
+                before = np.array(eng.mask(tid), copy=True)  # write only what the engine changes
         if job.kind == "click" and job.point_ras is not None:
             boxes.append(eng.add_click(job.point_ras, job.is_positive, frame="ras", target=tid))
             patches, cpp = int(eng.last_stats.get("patches", 0)), int(eng.last_stats.get("cpp_patches", 0))
@@ -473,8 +607,9 @@ class SegmentationSession:
             boxes.append(eng.last_change)
         box = _intersect(_union(boxes), (0, 0, 0), self._shape_xyz)
         region = None if box is None else np.array(_crop(eng.mask(tid), box), dtype=np.uint8, copy=True)
+        only = None if before is None or region is None else _crop(before, box) != region
         ras, labels = self._clicks_ras(tid)
-        return Outcome(job, changed, box, region, ras, labels, time.perf_counter() - t0, patches, cpp)
+        return Outcome(job, changed, box, region, ras, labels, time.perf_counter() - t0, patches, cpp, only, seeded)
 
     def _clicks_ras(self, segment_id: str) -> tuple[np.ndarray, tuple[bool, ...]]:
         clicks = self.engine.clicks(segment_id)
@@ -482,31 +617,55 @@ class SegmentationSession:
         return ijk @ self._ijk_to_ras[:3, :3].T + self._ijk_to_ras[:3, 3], tuple(c.is_positive for c in clicks)
 
     def _replay(self, job: Job) -> BBox3D | None:
+        """Replay the stored clicks once per session, into a target without clicks; a failed or cancelled
+        replay leaves no state, so the next job replays again (the stored clicks are never lost)."""
+        tid = job.segment_id
+        if tid in self._replayed:
+            return None
         boxes = []
-        try:
-            for point, label in zip(job.replay_ras, job.replay_labels):
-                boxes.append(self.engine.add_click(point, label, frame="ras", target=job.segment_id))
-        except Exception:
-            self.engine.reset(job.segment_id)
-            self._replayed.discard(job.segment_id)
-            raise
+        if job.replay_labels and not self.engine.clicks(tid):
+            try:
+                for point, label in zip(job.replay_ras, job.replay_labels):
+                    boxes.append(self.engine.add_click(point, label, frame="ras", target=tid))
+            except BaseException:
+                self.engine.remove_target(tid)
+                raise
+        self._replayed.add(tid)
         return _union(boxes)
 
     # ---- main thread: outcome -> MRML ---------------------------------------------------
     def commit(self, outcome: Outcome) -> Outcome:
-        """Write the outcome: the changed box into the segment, the clicks into its tag."""
-        sid = outcome.job.segment_id
-        segment = self.segment(sid)
-        if outcome.box is not None and outcome.region is not None:
-            geometry = labelmap_geometry(self.volume_node, self.segmentation_node)
-            write_region(self.segmentation_node, sid, geometry, outcome.box, outcome.region,
-                         overwrite_ids(self.segmentation_node, sid, self.overwrite), self._shape_xyz)
-        store_clicks(segment, outcome.clicks_ras, outcome.labels, self.engine.config)
+        """Write the outcome: the changed box into the segment (shown in the views), the clicks into its tag.
+
+        A restore that found the segment edited outside CTSAM3D keeps the stored clicks until the next click.
+        """
+        job = outcome.job
+        sid = job.segment_id
+        try:
+            segment = self.segment(sid)
+            if outcome.box is not None and outcome.region is not None:
+                geometry = labelmap_geometry(self.volume_node, self.segmentation_node)
+                current = None if outcome.only is None or job.content is None else _crop(job.content, outcome.box)
+                write_region(self.segmentation_node, sid, geometry, outcome.box, outcome.region,
+                             overwrite_ids(self.segmentation_node, sid, self.overwrite), self._shape_xyz,
+                             outcome.only, current)
+            if not (job.kind == "restore" and outcome.seeded):
+                store_clicks(segment, outcome.clicks_ras, outcome.labels, self.engine.config)
+            if job.kind == "click":
+                show_segment(self.segmentation_node, sid)
+            self._written[sid] = labelmap_mtime(self.segmentation_node, sid)
+        finally:
+            self.discard(job)
         return outcome
 
     def do(self, job: Job) -> Outcome:
         """Run and commit a job here and now (scripting, tests)."""
-        return self.commit(self.run(job))
+        try:
+            outcome = self.run(job)
+        except BaseException:
+            self.discard(job)
+            raise
+        return self.commit(outcome)
 
     # ---- synchronous API for the Python console ----------------------------------------
     def click(self, point_ras: ArrayLike, is_positive: bool = True, segment_id: str | None = None) -> Outcome:
@@ -528,8 +687,8 @@ class SegmentationSession:
 
     def restore(self, segment_id: str) -> int:
         """Replay the clicks stored with the segment (once per session); returns how many were replayed."""
-        job = self.prepare("restore", segment_id)
-        return len(self.do(job).job.replay_labels) if job.replay_labels else 0
+        job = self.prepare_restore(segment_id)
+        return len(self.do(job).job.replay_labels) if job is not None else 0
 
     def clicks_world(self, segment_id: str) -> tuple[np.ndarray, tuple[bool, ...]]:
         """The segment's current clicks in world RAS (N, 3) and their polarities."""
@@ -562,7 +721,11 @@ class JobResult:
 
 
 class ClickWorker:
-    """One persistent worker thread running engine jobs in order; ``poll`` commits them on the caller's thread."""
+    """One persistent worker thread running engine jobs in order; ``poll`` commits them on the caller's thread.
+
+    Slicer's main thread holds the Python GIL while idle in the Qt event loop, so the worker runs Python only
+    while the main thread waits: call ``poll(wait_s=...)`` from a short timer; its wait releases the GIL.
+    """
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="CTSAM3D")
@@ -574,7 +737,7 @@ class ClickWorker:
         return bool(self._pending)
 
     def submit(self, session: SegmentationSession, job: Job) -> Future:
-        """Queue ``session.run(job)``."""
+        """Queue ``session.run(job)`` (``job`` from ``session.prepare*``; ``poll`` commits or discards it)."""
         future = self._executor.submit(self._call, self._event, session, job)
         self._pending.append((future, session, job))
         return future
@@ -594,16 +757,27 @@ class ClickWorker:
         self._event.set()
         self._event = threading.Event()
 
-    def poll(self) -> list[JobResult]:
-        """Commit finished jobs in submission order (call on the main thread); returns them."""
+    def poll(self, wait_s: float = 0.0) -> list[JobResult]:
+        """Commit finished jobs in submission order (call on the main thread); returns them.
+
+        ``wait_s``: first wait up to this long for the oldest job, releasing the GIL meanwhile.
+        """
+        if wait_s > 0 and self._pending:
+            wait([self._pending[0][0]], timeout=wait_s)
         results = []
         while self._pending and self._pending[0][0].done():
             future, session, job = self._pending.popleft()
             result = JobResult(session, job)
             try:
-                result.outcome = session.commit(future.result())
+                outcome = future.result()
             except Exception as exc:  # reported to the caller, who shows it
+                session.discard(job)
                 result.error = exc
+            else:
+                try:
+                    result.outcome = session.commit(outcome)
+                except Exception as exc:
+                    result.error = exc
             results.append(result)
         return results
 
@@ -616,6 +790,8 @@ class ClickWorker:
         """Cancel everything and stop the thread."""
         self.cancel()
         self._executor.shutdown(wait=True)
+        for _, session, job in self._pending:
+            session.discard(job)
         self._pending.clear()
 
 
@@ -730,7 +906,8 @@ class BridgeLogic:
         return self.predictor  # type: ignore[return-value]
 
     def set_predictor(self, predictor: Any) -> None:
-        """Use this ``Predictor`` from now on (closes the active session)."""
+        """Use this ``Predictor`` from now on (closes the active session; RuntimeError while a job runs)."""
+        self._check_idle()
         self.predictor = predictor if isinstance(predictor, CancellablePredictor) else CancellablePredictor(predictor)
         self._predictor_key = None
         self.close_session()
@@ -741,7 +918,7 @@ class BridgeLogic:
             self.load_model()
         current = self._session
         if current is None or not current.matches(volume_node, segmentation_node, self.predictor):
-            self.close_session()
+            self.close_session()  # RuntimeError while a job runs on the active session
             current = self._session = SegmentationSession(volume_node, segmentation_node, self.predictor,
                                                           self.config, self.overwrite)
         current.configure(self.config, self.overwrite)
@@ -785,8 +962,14 @@ class BridgeLogic:
         """Cancel the running and the queued worker jobs."""
         self.worker.cancel()
 
+    def _check_idle(self) -> None:
+        if self._worker is not None and self._worker.busy:
+            raise RuntimeError("CTSAM3D is still computing a click: wait for it, or press Cancel, before changing "
+                               "the volume, the segmentation, the device or the checkpoint.")
+
     def close_session(self) -> None:
-        """Close the active session (its clicks stay stored in the segments)."""
+        """Close the active session (its clicks stay stored in the segments); RuntimeError while a job runs."""
+        self._check_idle()
         if self._session is not None:
             self._session.close()
             self._session = None

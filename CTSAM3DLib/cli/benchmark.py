@@ -12,6 +12,7 @@ import torch
 
 from CTSAM3DLib.benchmark import DEFAULT_MODELS, REFERENCE_VARIANT, run_benchmark
 from CTSAM3DLib.cli.segment import parse_window
+from CTSAM3DLib.io.atomic import atomic_write_text
 from CTSAM3DLib.model.build import VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--random-weights", action="store_true",
                    help="random weights for the default variant too (CPP then expands the forced 27-patch ring)")
     p.add_argument("--window", type=parse_window, help="HU window MIN,MAX for a params.pth without config.py")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--repeats", type=int, default=5, help="timed clicks per variant (CPP and training: up to 3)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed clicks per variant (CPP and training: up to 3) (default: %(default)s)")
     p.add_argument("--cpp-case", help="folder with ct.nii.gz and segmentations/liver.nii.gz (default: the sample)")
     p.add_argument("--amp", action="store_true", help="also run each model under bf16 autocast (CUDA only)")
     p.add_argument("--compile", action="store_true", help="wrap encoder and decoder in torch.compile")
@@ -96,9 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n", overwrite=True)
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from CTSAM3DLib import bundled
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.cli.segment import add_model_args
-from CTSAM3DLib.demo import run_demo
+from CTSAM3DLib.demo import check_demo_output, run_demo
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,9 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="the main job on the bundled sample CT",
                               description="Segment liver, right kidney, spleen, aorta, L3 and left iliopsoas of the "
                                           "bundled CT from simulated clicks (CPP on); write masks, an overlay PNG "
-                                          "and a Dice table.")
+                                          "and a Dice/NSD table (NSD tolerance 1 mm).")
     p.add_argument("--output", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--clicks", type=int, default=3, help="simulated clicks per structure (default 3)")
+    p.add_argument("--clicks", type=int, default=3, metavar="N",
+                   help="simulated clicks per structure, at least 1 (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in the output folder")
     add_model_args(p)
     p.set_defaults(func=run)
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; prints progress and the paths written."""
     if args.clicks < 1:
         raise ValueError(f"--clicks must be at least 1, got {args.clicks}.")
+    check_demo_output(Path(args.output), args.overwrite)  # before the minute of computing
     predictor = load_model(args.checkpoint, device=args.device, window_hu=args.window)
     print(f"model: {predictor.variant} ({predictor.info.get('path')}), device {predictor.device}")
     written = run_demo(predictor, bundled.sample_dir(), Path(args.output), args.clicks, args.overwrite, progress=print)

@@ -11,13 +11,17 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.cli.errors import USER_ERRORS
 from CTSAM3DLib.cli.segment import add_model_args
 from CTSAM3DLib.engine.session import SessionConfig
+from CTSAM3DLib.eval.growcut import grow_from_seeds
 from CTSAM3DLib.eval.protocol import BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks
 from CTSAM3DLib.eval.report import check_output_dir, summarize, write_report
 from CTSAM3DLib.io.datasets import TOTALSEG_CT, DataIssue, Subject, log_issues, scan_datasets
+from CTSAM3DLib.prompts.click import Click
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +52,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="only subjects of this split (e.g. test) in meta.csv; subjects without a split "
                                    "are then left out (default: all subjects)")
     p.add_argument("--baseline", choices=BASELINES,
-                   help="also run 3D Slicer's Grow from seeds, with its own simulated clicks (needs slicer-core)")
+                   help="also run 3D Slicer's Grow from seeds, with its own simulated clicks (needs the growcut "
+                        "extra: pip install 'CTSAM3DLib[growcut]')")
     p.add_argument("--no-cpp", action="store_true", help="do not expand clicks into neighbouring patches")
+    p.add_argument("--cpp-mode", choices=("network", "geometric"), default="network",
+                   help="how CPP picks a neighbour's click: the CPP network's heatmap peak (the paper) or, with no "
+                        "network, the deepest point of the clicked patch's mask in the slab both share "
+                        "(default: %(default)s)")
+    p.add_argument("--first-click", choices=("random", "deepest"), default="random",
+                   help="first click: a random voxel of the structure (the paper) or its deepest voxel "
+                        "(default: %(default)s)")
     p.add_argument("--max-patches", type=int, default=SessionConfig().max_patches,
-                   help="most patches one click may create with CPP (default: %(default)s)")
+                   help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random first clicks (default: %(default)s)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM",
                    help="NSD (surface Dice) tolerance in mm (default: %(default)s)")
@@ -71,17 +84,20 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     clicks = validate_clicks(_parse_clicks(args.clicks))
     structures = _parse_names(args.structures)
+    if args.max_patches < 1:
+        raise ValueError(f"--max-patches must be at least 1, got {args.max_patches}.")
     out = Path(args.output)
     check_output_dir(out, args.overwrite)
+    if args.baseline:
+        _check_baseline_installed()
     subjects, issues = _scan(args.data, args.split)
     _check_structures(subjects, structures)
     predictor = load_model(args.checkpoint, device=args.device, window_hu=args.window)
-    if args.max_patches < 1:
-        raise ValueError(f"--max-patches must be at least 1, got {args.max_patches}.")
-    config = SessionConfig(use_cpp=not args.no_cpp, max_patches=args.max_patches)
+    config = SessionConfig(use_cpp=not args.no_cpp, max_patches=args.max_patches, cpp_mode=args.cpp_mode)
     result = evaluate(predictor, dataset_cases(subjects, issues), clicks, structures=structures,
                       max_structures=args.max_structures, baseline=args.baseline, session_config=config,
-                      seed=args.seed, nsd_tolerance_mm=args.nsd_tolerance, progress=True)
+                      seed=args.seed, nsd_tolerance_mm=args.nsd_tolerance, progress=True,
+                      first_click_mode=args.first_click)
     log_issues(issues, logger)
     if not result.records:
         raise ValueError("Nothing was evaluated: every selected structure was missing or empty "
@@ -89,6 +105,17 @@ def _run(args: argparse.Namespace) -> int:
     paths = write_report(result, out, overwrite=args.overwrite)
     _print_summary(result, predictor.variant, paths)
     return 0
+
+
+def _check_baseline_installed() -> None:
+    """Run Grow from seeds on a tiny image, so that a missing slicer-core is reported before any work."""
+    image = np.zeros((3, 3, 3), dtype=np.float32)
+    try:
+        grow_from_seeds(image, (1.0, 1.0, 1.0), [Click((1.0, 1.0, 1.0), True)])
+    except ImportError as exc:
+        raise ImportError(f"--baseline growcut runs 3D Slicer's Grow from seeds, which comes with the optional "
+                          f"slicer-core package, and that is not available here ({exc}). Install the extra with: "
+                          "pip install 'CTSAM3DLib[growcut]' (from a checkout: pip install -e '.[growcut]').") from None
 
 
 def _parse_clicks(text: str) -> list[int]:

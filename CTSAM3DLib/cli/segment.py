@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+import math
+
+import numpy as np
 
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.engine.session import Session, SessionConfig
 from CTSAM3DLib.io.points import PointSpec, parse_point_arg, read_points_file
-from CTSAM3DLib.io.readers import read_image, write_mask
+from CTSAM3DLib.io.readers import check_mask_path, read_image, write_mask
 
 logger = logging.getLogger(__name__)
 
@@ -21,15 +23,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "applied in order, as a user would click them.")
     p.add_argument("image", help="CT file (NIfTI, NRRD, MHA, ...) or DICOM series folder")
     p.add_argument("--point", action="append", default=[], metavar="X,Y,Z[,+|-]",
-                   help="a click; '+' (default) foreground, '-' background; repeatable")
-    p.add_argument("--points-file", help="Slicer .mrk.json, plain JSON or CSV file of clicks (see docs)")
+                   help="a click: mm in the --coords frame (voxel indices for ijk), negative numbers allowed; '+' "
+                        "(default) foreground, '-' background; repeatable")
+    p.add_argument("--points-file", help="Slicer .mrk.json / .fcsv, plain JSON or CSV file of clicks (formats: "
+                                         "README.md, section 'Command line')")
     p.add_argument("--coords", choices=("ras", "lps", "ijk"), default="ras",
-                   help="frame of --point values and of files without their own (default: ras, Slicer's world)")
+                   help="frame of --point values and of files without their own (default: ras, Slicer's world, mm)")
     add_model_args(p)
     p.add_argument("--no-cpp", action="store_true", help="do not expand into neighbouring patches")
-    p.add_argument("--max-patches", type=int, default=SessionConfig().max_patches,
-                   help="most patches one click may create with CPP")
-    p.add_argument("--output", required=True, help="output mask (uint8, input grid), e.g. mask.nii.gz")
+    p.add_argument("--max-patches", type=int, default=SessionConfig().max_patches, metavar="N",
+                   help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
+                        "(default: %(default)s)")
+    p.add_argument("--output", required=True, help="output mask (uint8, input grid): .nii.gz, .nii, .nrrd, .seg.nrrd "
+                                                   "or .mha")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
@@ -37,16 +43,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that loads a model."""
     p.add_argument("--checkpoint", help="our checkpoint or the authors' params.pth (default: bundled weights)")
-    p.add_argument("--window", type=parse_window, help="HU window MIN,MAX (needed for params.pth without config.py)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--window", type=parse_window, metavar="MIN,MAX",
+                   help="intensity window in HU, e.g. -1000,1000 (needed for a params.pth without config.py; "
+                        "default: the checkpoint's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
 
 
 def parse_window(text: str) -> tuple[float, float]:
-    """Parse ``MIN,MAX`` HU."""
+    """Parse ``MIN,MAX`` HU (finite numbers, MIN below MAX)."""
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"window must be MIN,MAX in HU, got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise argparse.ArgumentTypeError(f"window MIN and MAX must be finite numbers of HU, got {text!r}")
     if lo >= hi:
         raise argparse.ArgumentTypeError(f"window MIN must be below MAX, got {text!r}")
     return lo, hi
@@ -59,16 +69,21 @@ def run(args: argparse.Namespace) -> int:
         points += read_points_file(args.points_file, default_frame=args.coords)
     if not any(p.is_positive for p in points):
         raise ValueError("No positive point: give at least one foreground click (--point X,Y,Z or X,Y,Z,+).")
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it (nothing was written).")
+    if args.max_patches < 1:
+        raise ValueError(f"--max-patches must be at least 1 (the clicked patch), got {args.max_patches}.")
+    out = check_mask_path(args.output, args.overwrite)  # before any computation
+    image = read_image(args.image)  # before the model: a bad image is refused at once
     predictor = load_model(args.checkpoint, device=args.device, window_hu=args.window)
-    image = read_image(args.image)
     session = Session(predictor, SessionConfig(use_cpp=not args.no_cpp, max_patches=args.max_patches))
     session.set_volume(image)
     _apply_points(session, points)
-    write_mask(session.mask(), image, out, overwrite=args.overwrite)
-    print(f"wrote {out} ({int(session.mask().sum())} voxels, {len(points)} clicks, model {predictor.variant})")
+    mask = session.mask()
+    write_mask(mask, image, out, overwrite=args.overwrite)
+    voxels = int(np.count_nonzero(mask))
+    volume_ml = voxels * float(np.prod(image.GetSpacing())) / 1000.0
+    n_include = sum(p.is_positive for p in points)
+    print(f"wrote {out}: {voxels} voxels = {volume_ml:.1f} ml, from {n_include} include (+) and "
+          f"{len(points) - n_include} exclude (-) clicks, model {predictor.variant}")
     return 0
 
 

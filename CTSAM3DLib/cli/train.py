@@ -2,7 +2,7 @@
 
 Usage::
 
-    ctsam3d train --config configs/compact_cpu.yaml --data DIR [DIR ...] --output RUN_DIR \\
+    ctsam3d train --config configs/compact_cpu.yaml --data DIR [DIR ...] [--unlabeled DIR ...] --output RUN_DIR \\
         [--max-steps N] [--device cpu|cuda] [--resume] [--cache DIR] [--set KEY=VALUE ...]
 
 Multi-process / multi-node runs go through ``torchrun`` (see `CTSAM3DLib.train.distributed`),
@@ -37,6 +37,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, nargs="+", metavar="DIR",
                    help="dataset folders: TotalSegmentator, nnU-Net/MSD or multilabel layout; label-only folders "
                         "with the same subject ids add extra structures")
+    p.add_argument("--unlabeled", nargs="+", default=[], metavar="DIR",
+                   help="folders of CTs without labels (NIfTI/NRRD/MHA files or DICOM sub-folders), trained on "
+                        "through class-agnostic pseudo-structures (needs pseudo_ratio > 0); a scan of a validation "
+                        "or test subject of --data is refused")
     p.add_argument("--output", required=True, metavar="RUN_DIR", help="run folder (checkpoints, metrics, logs)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="stop after N steps in total (smoke runs); the schedule still follows the config")
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         path = train(config, args.data, args.output, max_steps=args.max_steps, device=args.device,
-                     resume=args.resume, cache_dir=args.cache, progress=not args.no_progress)
+                     resume=args.resume, cache_dir=args.cache, progress=not args.no_progress,
+                     unlabeled_dirs=args.unlabeled)
     except (ValueError, DatasetError, CheckpointError, FileNotFoundError, FloatingPointError) as exc:
         print(f"ctsam3d train: error: {exc}", file=sys.stderr)
         return 2

@@ -22,12 +22,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from CTSAM3DLib.aliases import IJK, BBox3D
-from CTSAM3DLib.engine import planning
-from CTSAM3DLib.engine.history import History
+from CTSAM3DLib.engine import planning, seeding
+from CTSAM3DLib.engine.history import History, trim
 from CTSAM3DLib.engine.runner import PatchRunner
 from CTSAM3DLib.geometry import affine
 from CTSAM3DLib.geometry.model_space import PATCH_SIZE, ModelGrid, resample_to_input
-from CTSAM3DLib.io.readers import sitk_geometry_matrix, volume_to_sitk
+from CTSAM3DLib.io.readers import check_image, sitk_geometry_matrix, volume_to_sitk
 from CTSAM3DLib.io.volume import Volume
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.prompts.click import Click
@@ -45,15 +45,22 @@ class SessionConfig:
         use_cpp: expand a click into neighbouring patches with the CPP predictor.
         max_patches: most patches one click may create (the clicked one included).
         cpp_min_peak: a neighbour whose CPP heatmap peaks below this gets no click.
+        cpp_mode: how a neighbour V gets its click: ``"network"`` (the CPP predictor's heatmap
+            peak, the paper's method) or ``"geometric"`` (no network: the deepest point of U's
+            mask inside the slab U and V share, see `planning.slab_click`).
         cache_bytes: memory budget of the encoder-feature cache.
         batch_size: patches per forward pass during CPP expansion.
+        history_bytes: memory budget of the undo/redo history of all targets together; when
+            a click exceeds it, the oldest steps are forgotten first (0: no undo).
     """
 
     use_cpp: bool = True
     max_patches: int = 27
     cpp_min_peak: float = 0.3
+    cpp_mode: Literal["network", "geometric"] = "network"
     cache_bytes: int = 1 << 30
     batch_size: int = 8
+    history_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class TargetSnapshot:
 
     patches: Mapping[IJK, PatchState] = field(default_factory=lambda: MappingProxyType({}))
     clicks: tuple[Click, ...] = ()
+    seed: np.ndarray | None = None  # read-only mask the target started from (``set_target_mask``)
 
 
 @dataclass
@@ -104,11 +112,17 @@ class Session:
         self.current_target = "default"
         self.last_change: BBox3D | None = None
         self.last_stats: dict[str, float] = {}
+        self._seed_image: sitk.Image | None = None  # during a click on a seeded target: its mask, for prev masks
 
     # ---- image and targets -------------------------------------------------------------
     def set_volume(self, volume: Volume | sitk.Image) -> None:
-        """Set the CT (HU) once; resets all targets. Patches are resampled lazily."""
+        """Set the CT (HU) once; resets all targets. Patches are resampled lazily.
+
+        Raises:
+            ImageReadError: (a ValueError) the image is not one 3-D scalar volume with finite values.
+        """
         image = volume_to_sitk(volume) if isinstance(volume, Volume) else volume
+        check_image(image, "the image given to Session.set_volume")
         grid = ModelGrid.for_image(image)
         runner = PatchRunner(self.predictor, image, grid, self.config.cache_bytes, self.config.batch_size)
         self._state = _VolumeState(image, sitk_geometry_matrix(image), grid, runner)
@@ -153,48 +167,89 @@ class Session:
         t0 = time.perf_counter()
         vol, tgt = self._vol, self._target(target)
         ijk = self._to_ijk(point, frame)
-        if not is_positive and not any(c.is_positive for c in tgt.snapshot.clicks):
+        seed = tgt.snapshot.seed
+        if not is_positive and not any(c.is_positive for c in tgt.snapshot.clicks) and (seed is None or not seed.any()):
             raise ValueError("No positive point yet: the first click on a target must be positive (foreground).")
         model_pt = vol.grid.lps_to_model(affine.ijk_to_lps(vol.ijk_to_lps, ijk))
         patches = dict(tgt.snapshot.patches)
         start = planning.patch_for_click(model_pt, list(patches))
         is_new = start is None
         start = start or planning.centred_start(model_pt)
-        state = self._refine(vol, patches, start, model_pt, is_positive)
-        patches[start] = state
-        n_cpp = self._expand(vol, patches, start) if is_new and self.config.use_cpp else 0
+        self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
+        try:
+            state = self._refine(vol, patches, start, model_pt, is_positive)
+            patches[start] = state
+            n_cpp = self._expand(vol, patches, start) if is_new and self.config.use_cpp else 0
+        finally:
+            self._seed_image = None
         click = Click(tuple(float(v) for v in ijk), bool(is_positive))  # type: ignore[arg-type]
-        box = self._commit(tgt, TargetSnapshot(MappingProxyType(patches), tgt.snapshot.clicks + (click,)))
+        box = self._commit(tgt, TargetSnapshot(MappingProxyType(patches), tgt.snapshot.clicks + (click,), seed))
         self.last_stats = {"seconds": time.perf_counter() - t0, "patches": 1 + n_cpp, "cpp_patches": n_cpp,
                            "new_patch": float(is_new)}
         return box
 
     def undo(self, target: str | None = None) -> bool:
         """Restore the state before the last click or reset; False if there is nothing to undo."""
-        tgt = self._target(target)
-        prev = tgt.history.undo(tgt.snapshot)
-        return prev is not None and self._restore(tgt, prev)
+        tgt = self._peek(target)
+        prev = tgt.history.undo(tgt.snapshot) if tgt is not None else None
+        return prev is not None and self._restore(tgt, prev)  # type: ignore[arg-type]
 
     def redo(self, target: str | None = None) -> bool:
         """Re-apply the last undone change; False if there is nothing to redo."""
-        tgt = self._target(target)
-        nxt = tgt.history.redo(tgt.snapshot)
-        return nxt is not None and self._restore(tgt, nxt)
+        tgt = self._peek(target)
+        nxt = tgt.history.redo(tgt.snapshot) if tgt is not None else None
+        return nxt is not None and self._restore(tgt, nxt)  # type: ignore[arg-type]
 
     def reset(self, target: str | None = None) -> None:
         """Remove all clicks of the target (undoable); the image and feature cache stay."""
         tgt = self._target(target)
         self._commit(tgt, TargetSnapshot())
 
+    def set_target_mask(self, mask: np.ndarray, target: str | None = None) -> BBox3D | None:
+        """Start the target from an existing mask, e.g. a segment drawn by hand or edited elsewhere.
+
+        Its patches, clicks and undo history are dropped (undo never goes behind this mask); the mask
+        becomes the previous-mask input of its next clicks, positive clicks only add to it and a
+        negative click removes only what the model rejects connected to it (see ``seeding``).
+
+        Args:
+            mask: ``(z, y, x)`` on the input grid, nonzero = foreground (copied).
+            target: target name (default: the current target).
+
+        Returns:
+            The input-grid box (exclusive) where the target's mask changed, or None.
+
+        Raises:
+            ValueError: the mask's shape is not the image's.
+        """
+        vol, name = self._vol, self.current_target if target is None else str(target)
+        shape = vol.image.GetSize()[::-1]
+        if np.shape(mask) != tuple(shape):
+            raise ValueError(f"The mask has shape {np.shape(mask)} (z, y, x), but the image has {tuple(shape)}.")
+        seed = (np.asarray(mask) != 0).astype(np.uint8)
+        seed.flags.writeable = False
+        old = vol.targets.get(name)
+        box = seeding.changed_box(np.zeros(shape, np.uint8) if old is None else old.mask, seed)
+        vol.targets[name] = _Target(TargetSnapshot(seed=seed), History(_snapshot_bytes), seed.copy())
+        self.last_change = box
+        return box
+
     def mask(self, target: str | None = None) -> np.ndarray:
-        """Read-only uint8 mask ``(z, y, x)`` on the input image's grid."""
-        view = self._target(target).mask.view()
+        """The target's uint8 mask ``(z, y, x)`` on the input image's grid, as a read-only live view.
+
+        The view follows later clicks, undo and redo of the target (no copy is made, so it is
+        cheap to call per click); ``.copy()`` it to keep a result. A target without state (never
+        clicked, or removed) gives an all-zero array and is not created.
+        """
+        found = self._peek(target)
+        view = found.mask.view() if found is not None else np.zeros(self._vol.image.GetSize()[::-1], np.uint8)
         view.flags.writeable = False
         return view
 
     def clicks(self, target: str | None = None) -> tuple[Click, ...]:
-        """User clicks of the target, in input voxel coordinates (x, y, z)."""
-        return self._target(target).snapshot.clicks
+        """User clicks of the target, in input voxel coordinates (x, y, z); () for a target without state."""
+        found = self._peek(target)
+        return found.snapshot.clicks if found is not None else ()
 
     def close(self) -> None:
         """Free the volume, the masks and the cached features (GPU memory included)."""
@@ -213,12 +268,16 @@ class Session:
             raise RuntimeError("No volume set: call Session.set_volume(volume) before clicking.")
         return self._state
 
+    def _peek(self, name: str | None) -> _Target | None:
+        """The target's state, without creating it."""
+        return self._vol.targets.get(self.current_target if name is None else str(name))
+
     def _target(self, name: str | None) -> _Target:
         vol = self._vol
         name = self.current_target if name is None else str(name)
         if name not in vol.targets:
             shape = vol.image.GetSize()[::-1]
-            vol.targets[name] = _Target(TargetSnapshot(), History(), np.zeros(shape, dtype=np.uint8))
+            vol.targets[name] = _Target(TargetSnapshot(), History(_snapshot_bytes), np.zeros(shape, dtype=np.uint8))
         return vol.targets[name]
 
     def _to_ijk(self, point: tuple[float, float, float] | np.ndarray, frame: Frame) -> np.ndarray:
@@ -248,12 +307,13 @@ class Session:
         prob = vol.runner.segment([start], [pts], [lab], [prev])[0]
         return PatchState(pts, lab, prob)
 
-    @staticmethod
-    def _prev_mask(patches: Mapping[IJK, PatchState], start: IJK) -> np.ndarray | None:
+    def _prev_mask(self, patches: Mapping[IJK, PatchState], start: IJK) -> np.ndarray | None:
         probs = {s: p.prob for s, p in patches.items()}
-        if not probs:
-            return None
-        return planning.blend(probs, start, (PATCH_SIZE,) * 3)  # type: ignore[arg-type]
+        blended = planning.blend(probs, start, (PATCH_SIZE,) * 3) if probs else None  # type: ignore[arg-type]
+        if self._seed_image is None:
+            return blended
+        shown = seeding.prev_mask(self._seed_image, self._vol.grid, start)  # the seeded target's current mask
+        return shown if blended is None else np.maximum(shown, blended)
 
     def _expand(self, vol: _VolumeState, patches: dict[IJK, PatchState], start: IJK) -> int:
         """CPP expansion ring by ring from ``start``; returns the number of patches added."""
@@ -276,8 +336,12 @@ class Session:
 
     def _cpp_ring(self, vol: _VolumeState, patches: dict[IJK, PatchState], pairs: list[tuple[IJK, IJK]]) -> list[IJK]:
         """Prompt neighbours V from their source patches U with CPP; keep those that segment something."""
-        heat = vol.runner.cpp_peaks([(u, patches[u].prob >= 0.5, v) for v, u in pairs])
-        chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_peak]
+        if self.config.cpp_mode == "geometric":
+            heat = [planning.slab_click(patches[u].prob >= 0.5, u, v) for v, u in pairs]
+            chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val > 0]
+        else:
+            heat = vol.runner.cpp_peaks([(u, patches[u].prob >= 0.5, v) for v, u in pairs])
+            chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_peak]
         if not chosen:
             return []
         starts = [v for v, _ in chosen]
@@ -293,8 +357,10 @@ class Session:
         return kept
 
     def _commit(self, tgt: _Target, snapshot: TargetSnapshot) -> BBox3D | None:
-        tgt.history.push(tgt.snapshot)
-        return self._apply(tgt, snapshot)
+        tgt.history.push(tgt.snapshot, snapshot)
+        box = self._apply(tgt, snapshot)
+        trim((t.history for t in self._vol.targets.values()), self.config.history_bytes)
+        return box
 
     def _restore(self, tgt: _Target, snapshot: TargetSnapshot) -> bool:
         self._apply(tgt, snapshot)
@@ -304,9 +370,32 @@ class Session:
         """Make ``snapshot`` current and repaint the mask where patches changed."""
         old, new = tgt.snapshot.patches, snapshot.patches
         changed = [s for s in set(old) | set(new) if old.get(s) is not new.get(s)]
+        is_seeded = tgt.snapshot.seed is not None or snapshot.seed is not None
         tgt.snapshot = snapshot
-        self.last_change = self._repaint(tgt, changed) if changed else None
+        if is_seeded:  # the merge with the seed is not local to patches: repaint the whole target
+            self.last_change = self._repaint_seeded(tgt)
+        else:
+            self.last_change = self._repaint(tgt, changed) if changed else None
         return self.last_change
+
+    def _repaint_seeded(self, tgt: _Target) -> BBox3D | None:
+        """Recompute a seeded target's mask from its seed, patches and negative clicks (``seeding.merge``)."""
+        vol, snap = self._vol, tgt.snapshot
+        new = np.zeros_like(tgt.mask) if snap.seed is None else np.array(snap.seed)
+        if snap.patches:
+            low, shape = planning.union_box(list(snap.patches))
+            prob = planning.blend({s: p.prob for s, p in snap.patches.items()}, low, shape)
+            (i, j, k), values = resample_to_input(prob, vol.grid, low, vol.image, default_value=np.nan)
+            if values.size:
+                region = new[k:k + values.shape[0], j:j + values.shape[1], i:i + values.shape[2]]
+                clicks = [np.subtract(c.point_xyz, (i, j, k)) for c in snap.clicks]
+                region[...] = seeding.merge(region, values, clicks, [c.is_positive for c in snap.clicks],
+                                            vol.image.GetSpacing())
+        box = seeding.changed_box(tgt.mask, new)
+        if box is not None:
+            (i0, j0, k0), (i1, j1, k1) = box
+            tgt.mask[k0:k1, j0:j1, i0:i1] = new[k0:k1, j0:j1, i0:i1]
+        return box
 
     def _repaint(self, tgt: _Target, changed: list[IJK]) -> BBox3D | None:
         vol = self._vol
@@ -324,6 +413,12 @@ class Session:
         region[inside] = (values[inside] >= 0.5).astype(np.uint8)
         nk, nj, ni = values.shape
         return (i, j, k), (i + ni, j + nj, k + nk)
+
+
+def _snapshot_bytes(stored: TargetSnapshot, other: TargetSnapshot) -> int:
+    """Bytes of the patch states ``stored`` holds that ``other`` does not share (what history keeps alive)."""
+    return sum(p.prob.nbytes + p.points.nbytes + p.labels.nbytes for start, p in stored.patches.items()
+               if other.patches.get(start) is not p)
 
 
 def _fmt(values: np.ndarray) -> str:

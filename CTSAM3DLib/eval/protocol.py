@@ -5,7 +5,8 @@ Per case and structure:
 1. the first click is a foreground voxel drawn uniformly at random
    (:func:`~CTSAM3DLib.prompts.simulate.first_click`), from a generator seeded by
    ``(seed, case id, structure name)``, so a structure gets the same first click
-   whatever else is evaluated beside it;
+   whatever else is evaluated beside it; or, with ``first_click_mode="deepest"``, the
+   structure's deepest voxel (farthest in mm from its boundary, what a user aims for);
 2. every further click comes from :func:`~CTSAM3DLib.prompts.simulate.next_click`
    (the simulator training uses): the voxel of the current error region farthest,
    in mm, from that region's boundary; positive in a false negative, negative in a
@@ -140,6 +141,9 @@ class _Collector:
     skipped: list[str] = field(default_factory=list)
 
 
+# How the first click is chosen: uniformly at random (the paper) or at the structure's deepest voxel.
+FIRST_CLICK_MODES = ("random", "deepest")
+
 # A method on one structure: click -> (mask (z, y, x) after it, seconds it took).
 _Segmenter = Callable[[Click], tuple[np.ndarray, float]]
 
@@ -147,7 +151,7 @@ _Segmenter = Callable[[Click], tuple[np.ndarray, float]]
 def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[int] = DEFAULT_CLICKS, *,
              structures: Sequence[str] | None = None, max_structures: int | None = None,
              baseline: str | None = None, session_config: SessionConfig | None = None, seed: int = 0,
-             nsd_tolerance_mm: float = 1.0, progress: bool = False) -> EvalResult:
+             nsd_tolerance_mm: float = 1.0, progress: bool = False, first_click_mode: str = "random") -> EvalResult:
     """Run the simulated-click protocol (module docstring) on every case.
 
     Args:
@@ -164,6 +168,7 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
         seed: seed of the first clicks.
         nsd_tolerance_mm: NSD tolerance in mm.
         progress: show a tqdm progress bar (stderr), one step per structure.
+        first_click_mode: ``"random"`` (the paper) or ``"deepest"`` (the structure's deepest voxel).
 
     Returns:
         The ``EvalResult``.
@@ -174,6 +179,8 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
     """
     counts = validate_clicks(clicks)
     _validate_options(max_structures, baseline, nsd_tolerance_mm)
+    if first_click_mode not in FIRST_CLICK_MODES:
+        raise ValueError(f"first_click_mode must be one of {FIRST_CLICK_MODES}, got {first_click_mode!r}.")
     if baseline == METHOD_GROWCUT:
         _check_growcut_available()
     methods = (METHOD_CTSAM3D,) + ((baseline,) if baseline else ())
@@ -181,7 +188,7 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
     config = session_config or SessionConfig()
     with tqdm(total=0, unit="structure", desc="evaluate", disable=not progress, dynamic_ncols=True) as bar:
         for case in cases:
-            _evaluate_case(predictor, case, counts, methods, config, seed, nsd_tolerance_mm,
+            _evaluate_case(predictor, case, counts, methods, config, (seed, first_click_mode), nsd_tolerance_mm,
                            (structures, max_structures), out, bar)
     return EvalResult(counts, float(nsd_tolerance_mm), methods, int(seed), tuple(out.records), tuple(out.traces),
                       tuple(out.skipped))
@@ -275,7 +282,7 @@ def _check_growcut_available() -> None:
 
 
 def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...], methods: tuple[str, ...],
-                   config: SessionConfig, seed: int, tol_mm: float,
+                   config: SessionConfig, seed: tuple[int, str], tol_mm: float,
                    selection: tuple[Sequence[str] | None, int | None], out: _Collector, bar: tqdm) -> None:
     """One session for the case; every selected structure is one target of it."""
     image = case.image() if callable(case.image) else case.image
@@ -299,11 +306,14 @@ def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...]
 
 
 def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name: str, gt: np.ndarray,
-                        counts: tuple[int, ...], methods: tuple[str, ...], seed: int, tol_mm: float,
+                        counts: tuple[int, ...], methods: tuple[str, ...], seed: tuple[int, str], tol_mm: float,
                         out: _Collector) -> None:
-    """Every method on one structure, all from the same first click."""
+    """Every method on one structure, all from the same first click (``seed`` = (seed, first-click mode))."""
     spacing = tuple(float(s) for s in image.GetSpacing())
-    first = first_click(gt, case_rng(seed, case_id, name))
+    if seed[1] == "deepest":  # the simulator's click on an empty prediction: the deepest voxel of the structure
+        first = next_click(np.zeros_like(gt), gt, spacing)
+    else:
+        first = first_click(gt, case_rng(seed[0], case_id, name))
     for method in methods:
         if method == METHOD_CTSAM3D:
             segment = _ctsam3d_segmenter(session, name)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from CTSAM3DLib.eval.protocol import EvalResult
+from CTSAM3DLib.io.atomic import atomic_write_bytes
 
 # Output file names, in the order they are written.
 REPORT_FILES = ("per_click.csv", "summary.json", "summary.md", "dsc_vs_clicks.png")
@@ -74,10 +73,10 @@ def write_report(result: EvalResult, out_dir: str | Path, overwrite: bool = Fals
     check_output_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in REPORT_FILES]
-    _write_atomic(paths[0], per_click_csv(result).encode())
-    _write_atomic(paths[1], (json.dumps(summarize(result), indent=2) + "\n").encode())
-    _write_atomic(paths[2], summary_markdown(result).encode())
-    _write_atomic(paths[3], dsc_plot_png(result))
+    contents = (per_click_csv(result).encode(), (json.dumps(summarize(result), indent=2) + "\n").encode(),
+                summary_markdown(result).encode(), dsc_plot_png(result))
+    for path, data in zip(paths, contents):
+        atomic_write_bytes(path, data, overwrite=overwrite)
     return paths
 
 
@@ -216,14 +215,3 @@ def _pm(mean: float, std: float) -> str:
 def _fmt_point(point: Iterable[Any]) -> list[str]:
     return [p if p == "" else f"{float(p):g}" for p in point]
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

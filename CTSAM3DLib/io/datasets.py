@@ -249,6 +249,60 @@ def scan_datasets(roots: Sequence[str | Path], splits: Sequence[str] | None = No
     return DatasetScan(tuple(kept), tuple(issues))
 
 
+# Endings of CT files in an unlabelled folder (a sub-folder holding DICOM files counts too).
+UNLABELED_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def scan_unlabeled(roots: Sequence[str | Path], held_out: Sequence[Subject] = ()) -> DatasetScan:
+    """CTs without labels (for class-agnostic pseudo-structures), never a held-out subject's scan.
+
+    Each CT file with one of `UNLABELED_ENDINGS` in a folder, and each sub-folder holding ``.dcm``
+    files, is one subject ``"<folder name>/<file stem>"`` with no label sources. A CT whose grid
+    (size, spacing, origin, direction) equals a ``held_out`` subject's is the same scan and is left
+    out with an issue, so a validation image cannot leak into training without its labels.
+
+    Raises:
+        DatasetError: a folder does not exist.
+    """
+    blocked = {_grid_key(s.image_path): s.subject_id for s in held_out if s.image_path.is_file()}
+    subjects: list[Subject] = []
+    issues: list[DataIssue] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise DatasetError(f"Unlabelled CT folder {root} does not exist or is not a folder.")
+        for path in sorted(root.iterdir()):
+            is_ct = path.is_file() and path.name.lower().endswith(UNLABELED_ENDINGS)
+            if not (is_ct or (path.is_dir() and any(path.glob("*.dcm")))):
+                continue
+            sid = f"{root.name}/{_strip_ending(path.name) or path.name}"
+            key = _grid_key(path)
+            if key is not None and key in blocked:
+                issues.append(DataIssue(sid, path, f"same scan as held-out subject {blocked[key]!r} (validation "
+                                        "or test); never trained on, not even unlabelled; skipped"))
+                continue
+            subjects.append(Subject(sid, path, (), None, "unlabeled", root))
+    return DatasetScan(tuple(subjects), tuple(issues))
+
+
+def _grid_key(path: Path) -> tuple[object, ...] | None:
+    """The image grid read from the header only (no voxels), or None if the header is unreadable."""
+    try:
+        reader = sitk.ImageFileReader()
+        if path.is_dir():
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                return None
+            reader.SetFileName(files[0])
+        else:
+            reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    size = reader.GetSize() if not path.is_dir() else ()
+    return (size, tuple(round(v, 4) for v in reader.GetSpacing()[:2]), tuple(round(v, 3) for v in reader.GetOrigin()),
+            tuple(round(v, 4) for v in reader.GetDirection()))
+
+
 def _merge_labels(first: tuple[LabelSource, ...], extra: tuple[LabelSource, ...]
                   ) -> tuple[tuple[LabelSource, ...], list[tuple[LabelSource, str]]]:
     """Append label files, dropping structures that an earlier file already names."""

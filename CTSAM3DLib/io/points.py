@@ -33,9 +33,10 @@ Accepted files (chosen by extension; other extensions are sniffed):
    ``[[10.0, -5.5, 30.0, "+"], [12.0, -4.0, 31.0, "-"]]`` (polarity optional).
 4. CSV (``.csv``, ``.txt``): a header row ``x,y,z,label`` (any case and column
    order, ``label`` optional), optionally a ``frame`` column (ras/lps/ijk; empty
-   means ``default_frame``). Labels: ``+ 1 pos positive true`` or
-   ``- 0 neg negative false``. Blank lines and lines starting with ``#`` are
-   skipped.
+   means ``default_frame``); or no header, when the first row starts with three
+   numbers: then every row is ``x,y,z[,label]`` in ``default_frame``. Labels:
+   ``+ 1 pos positive true`` or ``- 0 neg negative false``. Blank lines and
+   lines starting with ``#`` are skipped.
 
 Malformed entries raise `ValueError` naming the file and the line or point.
 """
@@ -278,18 +279,32 @@ def _read_csv(text: str, path: Path, default_frame: str) -> list[PointSpec]:
     if not rows:
         return []
     header_line, header = rows[0]
-    columns = {name.strip().lower(): index for index, name in enumerate(header)}
+    if _starts_with_numbers(header):
+        columns, body = {"x": 0, "y": 1, "z": 2, "label": 3}, rows
+    else:
+        columns, body = {name.strip().lower(): index for index, name in enumerate(header)}, rows[1:]
     if not {"x", "y", "z"} <= columns.keys():
         raise ValueError(
             f"CSV points file '{path}' line {header_line}: the first row must be a header naming "
-            f"columns x,y,z (and optionally label, frame), got {header!r}."
+            f"columns x,y,z (and optionally label, frame), or a point x,y,z[,label], got {header!r}."
         )
     points = []
-    for line_number, row in rows[1:]:
+    for line_number, row in body:
         where = f"'{path}' line {line_number}"
+        if body is rows and len(row) not in (3, 4):
+            raise ValueError(f"{where}: a CSV file without a header needs x,y,z or x,y,z,label per row, got {row!r}.")
         cells = {name: (row[index].strip() if index < len(row) else "") for name, index in columns.items()}
         position = _parse_position([cells["x"], cells["y"], cells["z"]], where)
         is_positive = _parse_polarity(cells["label"], where) if cells.get("label") else True
         frame = _check_frame(cells["frame"], where) if cells.get("frame") else default_frame
         points.append(PointSpec(position, is_positive, frame))
     return points
+
+
+def _starts_with_numbers(row: list[str]) -> bool:
+    """Whether a CSV row is a point (three numbers first) rather than a header."""
+    try:
+        [float(cell) for cell in row[:3]]
+    except ValueError:
+        return False
+    return len(row) >= 3

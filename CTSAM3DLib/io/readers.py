@@ -4,7 +4,12 @@ Any file SimpleITK can read (NIfTI ``.nii``/``.nii.gz``, NRRD, MetaImage
 ``.mha``/``.mhd``, single-file DICOM ...) or a folder holding a DICOM series is
 accepted. The image must be one 3-D scalar volume: 2-D images, 4-D/time series,
 vector (multi-component) images and float images with NaN/inf are refused with
-an `ImageReadError` that names the file and the problem.
+an `ImageReadError` that names the file and the problem. So are damaged files that
+ITK would read without complaint: a NIfTI whose voxel data is shorter than its
+header says or whose gzip stream is cut or fails its CRC (ITK zero-fills them), a
+NIfTI with NaN/inf voxels (ITK turns them into 0), and a DICOM folder with a file
+that cannot be read or with unevenly spaced slices (ITK drops the file and
+stretches the grid). The checks are in `CTSAM3DLib.io.integrity`.
 
 Arrays are ``(z, y, x)``; geometry is ITK's LPS (see `CTSAM3DLib.io.volume`).
 """
@@ -17,18 +22,22 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from CTSAM3DLib.io.atomic import atomic_path, check_writable
+from CTSAM3DLib.io.integrity import (
+    ImageReadError,
+    check_compressed_payload,
+    check_dicom_series,
+    check_nifti_payload,
+    nonfinite_message,
+)
 from CTSAM3DLib.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
 # SimpleITK pixel types whose values can be NaN or infinite.
 _FLOAT_PIXEL_IDS = (sitk.sitkFloat32, sitk.sitkFloat64)
-# Suggested mask file types, named in error messages.
-_WRITE_EXAMPLES = ".nii.gz, .nrrd, .seg.nrrd or .mha"
-
-
-class ImageReadError(ValueError):
-    """The input is missing, unreadable, or not a single 3-D scalar image."""
+# Mask file types written (single-file 3-D formats); ".seg.nrrd" is a ".nrrd".
+MASK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def read_image(path: str | Path) -> sitk.Image:
@@ -50,7 +59,7 @@ def read_image(path: str | Path) -> sitk.Image:
     if not path.exists():
         raise ImageReadError(f"Cannot read image '{path}': no such file or folder.")
     image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
-    _check_image(image, path)
+    check_image(image, path)
     return image
 
 
@@ -65,6 +74,8 @@ def _read_file(path: Path) -> sitk.Image:
             f"damaged. Use a 3-D NIfTI, NRRD, MetaImage or DICOM series folder. ({_short_reason(error)})"
         ) from None
     _check_header(reader, path)
+    check_nifti_payload(path)
+    check_compressed_payload(path)
     size = reader.GetSize()
     if len(size) == 4:
         reader.SetExtractSize([*size[:3], 0])  # drop the singleton 4th axis
@@ -101,14 +112,30 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     if len(series_ids) > 1:
         logger.info("'%s' holds %d DICOM series; reading %s (%d files)", folder, len(series_ids),
                     series_id, len(files_per_series[series_id]))
-    reader.SetFileNames(files_per_series[series_id])
+    files = files_per_series[series_id]
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as error:
         raise ImageReadError(f"Cannot read the DICOM series in '{folder}': {_short_reason(error)}") from None
+    positions = [reader.GetMetaData(n, "0020|0032") if reader.HasMetaDataKey(n, "0020|0032") else None
+                 for n in range(len(files))]
+    check_dicom_series(folder, [f for fs in files_per_series.values() for f in fs], files, positions,
+                       np.array(image.GetDirection()).reshape(3, 3)[:, 2])
+    return image
 
 
-def _check_image(image: sitk.Image, path: Path) -> None:
+def check_image(image: sitk.Image, path: str | Path) -> None:
+    """Refuse an image that is not one 3-D scalar volume with finite values.
+
+    Args:
+        image: the image to check.
+        path: its file (or a description such as "the image given to Session.set_volume"), for messages.
+
+    Raises:
+        ImageReadError: vector valued, 2-D (or a side under 2 voxels), or NaN/inf voxels.
+    """
     size = image.GetSize()
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise ImageReadError(f"'{path}' is a vector image; CT segmentation needs one value per voxel.")
@@ -121,12 +148,7 @@ def _check_image(image: sitk.Image, path: Path) -> None:
         view = sitk.GetArrayViewFromImage(image)
         finite = np.isfinite(view)
         if not finite.all():
-            kind = "NaN" if np.isnan(view).any() else "infinite"
-            raise ImageReadError(
-                f"'{path}' contains {int(finite.size - finite.sum())} voxel(s) that are NaN or infinite "
-                f"(at least one is {kind}); the image is damaged or was written by a failed "
-                "computation. Replace those values (e.g. with -1024 HU) before segmenting."
-            )
+            raise ImageReadError(nonfinite_message(path, int(finite.size - finite.sum()), bool(np.isnan(view).any())))
 
 
 def _short_reason(error: Exception) -> str:
@@ -228,41 +250,51 @@ def write_mask(
     path: str | Path,
     overwrite: bool = False,
 ) -> None:
-    """Write a label mask on the grid of a reference image.
+    """Write a label mask on the grid of a reference image, atomically (`CTSAM3DLib.io.atomic`).
 
     Args:
         mask_zyx: integer or bool labels, shape ``(z, y, x)`` equal to the
             reference's; written as uint8.
         reference: the image whose spacing, origin and direction (LPS) are copied.
-        path: output file; the format follows the extension (.nii.gz, .nrrd,
-            .seg.nrrd, .mha ...). Written
-            compressed where the format allows.
-        overwrite: replace an existing file. Default False.
+        path: output file; the format follows the extension (`MASK_EXTENSIONS`,
+            .seg.nrrd included). Written compressed where the format allows.
+        overwrite: replace an existing file. Default False: the file is created
+            exclusively, so a file that appears during the write is kept.
 
     Raises:
         FileExistsError: if ``path`` exists and ``overwrite`` is False.
         FileNotFoundError: if the output folder does not exist.
         ValueError: for a wrong shape, a non-integer mask, labels outside 0..255,
-            or an extension SimpleITK cannot write.
+            or an extension that is not a 3-D mask format.
     """
-    path = Path(path)
+    path = check_mask_path(path, overwrite)
     mask = _as_uint8_mask(mask_zyx, _reference_shape_zyx(reference))
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"Not writing the mask: '{path}' already exists. Choose another file name or pass "
-            "overwrite=True (--overwrite on the command line) to replace it."
-        )
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"Cannot write '{path}': folder '{path.parent}' does not exist.")
     image = sitk.GetImageFromArray(mask)
     _copy_geometry(image, reference)
-    try:
-        sitk.WriteImage(image, str(path), useCompression=True)
-    except RuntimeError as error:
-        raise ValueError(
-            f"Cannot write the mask to '{path}': {_short_reason(error)}. Use {_WRITE_EXAMPLES}."
-        ) from None
+    with atomic_path(path, overwrite) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
+        except RuntimeError as error:
+            raise ValueError(f"Cannot write the mask to '{path}': {_short_reason(error)}.") from None
     logger.info("Wrote mask %s (%d foreground voxels)", path, int(np.count_nonzero(mask)))
+
+
+def check_mask_path(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse a mask destination before any computation: wrong format, existing file, missing folder.
+
+    Masks are 3-D, so only single-file 3-D formats are written (`MASK_EXTENSIONS`;
+    ``.seg.nrrd`` is NRRD); 2-D formats such as ``.png`` would keep one slice.
+
+    Raises:
+        ValueError: an extension that is not a 3-D mask format.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileNotFoundError: the folder does not exist.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith(MASK_EXTENSIONS):
+        raise ValueError(f"Cannot write a 3-D mask to '{path}': the extension '{''.join(path.suffixes) or '(none)'}' "
+                         f"is not a 3-D image format. Use one of {', '.join(MASK_EXTENSIONS)} or .seg.nrrd.")
+    return check_writable(path, overwrite)
 
 
 def _reference_shape_zyx(reference: Volume | sitk.Image) -> tuple[int, ...]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import os
-import tempfile
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from CTSAM3DLib.io.atomic import atomic_write
 from CTSAM3DLib.model.build import VARIANTS, build_model
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
 
@@ -130,9 +130,9 @@ def parse_release_window(config_py: str | Path) -> tuple[float, float]:
         elif isinstance(node, ast.Dict):
             for k, v in zip(node.keys, node.values):
                 take(k.value if isinstance(k, ast.Constant) and isinstance(k.value, str) else None, v)
-    if set(found) != {"min_value", "max_value"} or found["min_value"] >= found["max_value"]:
+    if set(found) != {"min_value", "max_value"}:
         raise CheckpointError(f"{config_py} has no usable normalization_params.min_value/max_value.")
-    return found["min_value"], found["max_value"]
+    return check_window((found["min_value"], found["max_value"]), str(config_py))
 
 
 def save_checkpoint(path: str | Path, model: CTSAM3D, variant: str, window_hu: tuple[float, float],
@@ -149,19 +149,25 @@ def save_checkpoint(path: str | Path, model: CTSAM3D, variant: str, window_hu: t
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never a half file)."""
+    """``torch.save`` through `CTSAM3DLib.io.atomic` (never a half file; replaces ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 ignores the umask
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite=True)
+
+
+def check_window(window_hu: Any, where: str) -> tuple[float, float]:
+    """Return ``(min, max)`` HU as floats, refusing non-finite, inverted or malformed windows.
+
+    Raises:
+        CheckpointError: naming ``where`` (the checkpoint or option the window came from).
+    """
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        lo, hi = (float(v) for v in window_hu)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{where}: the HU window must be two numbers [min, max], got {window_hu!r}.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise CheckpointError(f"{where}: the HU window [{lo:g}, {hi:g}] is unusable; it needs finite values with "
+                              "min below max (e.g. [-1000, 1000]).")
+    return lo, hi
 
 
 def load_network(path: str | Path, window_hu: tuple[float, float] | None = None
@@ -181,15 +187,21 @@ def load_network(path: str | Path, window_hu: tuple[float, float] | None = None
     if is_ours and int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path} uses checkpoint format v{ckpt['format_version']}; this CTSAM3DLib "
                               f"reads up to v{FORMAT_VERSION}. Upgrade CTSAM3DLib.")
+    missing = [k for k in ("variant", "window_hu") if is_ours and k not in ckpt]
+    if missing:
+        raise CheckpointError(f"Checkpoint {path} lacks {' and '.join(repr(k) for k in missing)}: it is damaged or "
+                              "was not written by CTSAM3DLib's save_checkpoint.")
     variant = str(ckpt["variant"]) if is_ours else detect_variant(sd)
     if variant not in VARIANTS:
         raise CheckpointError(f"{path} names unknown variant {variant!r}.")
     if window_hu is None:
-        window_hu = tuple(ckpt["window_hu"]) if is_ours else _release_window(Path(path))  # type: ignore[assignment]
+        window = check_window(ckpt["window_hu"], f"Checkpoint {path}") if is_ours else _release_window(Path(path))
+    else:
+        window = check_window(window_hu, "window_hu")
     model = build_model(variant)
     state_dict_into(model, sd)
     info = {"format": FORMAT_NAME if is_ours else "release", "provenance": dict(ckpt.get("provenance", {}))}
-    return model.eval(), variant, (float(window_hu[0]), float(window_hu[1])), info  # type: ignore[index]
+    return model.eval(), variant, window, info
 
 
 def _release_window(path: Path) -> tuple[float, float]:

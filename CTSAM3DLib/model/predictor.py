@@ -24,18 +24,21 @@ class DeviceError(RuntimeError):
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """Turn ``"cpu"``/``"cuda"``/``"cuda:1"`` into a device, refusing CUDA when it is absent."""
+    """Turn ``"cpu"``/``"cuda"``/``"cuda:1"``/``"mps"`` into a device, refusing one that is absent here."""
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise DeviceError(f"Unknown device {str(device)!r}: use 'cpu' or 'cuda'.") from exc
+        raise DeviceError(f"Unknown device {str(device)!r}: use 'cpu', 'cuda' or 'mps'.") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(
             f"Device {str(device)!r} was asked for, but CUDA is not available here (no NVIDIA GPU, driver, "
             "or a CPU-only PyTorch build). Use --device cpu, or install a CUDA build of PyTorch."
         )
-    if dev.type not in ("cpu", "cuda"):
-        raise DeviceError(f"Unsupported device {str(device)!r}: use 'cpu' or 'cuda'.")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise DeviceError(f"Device {str(device)!r} was asked for, but Apple's MPS backend is not available here "
+                          "(it needs a Mac with Apple silicon and a PyTorch build with MPS). Use --device cpu.")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"Unsupported device {str(device)!r}: use 'cpu', 'cuda' or 'mps'.")
     return dev
 
 

@@ -102,6 +102,19 @@ def next_click(
     return Click(point_xyz=(float(x), float(y), float(z)), is_positive=best[2])
 
 
+def interior_depth(mask: np.ndarray) -> np.ndarray:
+    """In-mask Euclidean distance (voxels) to the nearest background voxel of a patch ``(z, y, x)``.
+
+    Unlike the simulator's error regions, the array border is not background: a structure cut by
+    a patch border may go on beyond it. A mask without background is uniformly 1, an empty one 0.
+    Used to pick interior points of a structure in a patch (CPP targets and the network-free CPP).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        return np.ones(mask.shape, dtype=np.float64)
+    return ndimage.distance_transform_edt(mask)
+
+
 def _deepest_voxel(
     region: np.ndarray, sampling_zyx: tuple[float, float, float]
 ) -> tuple[float, int] | None:

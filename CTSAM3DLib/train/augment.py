@@ -8,10 +8,14 @@ linearly and thresholded at 0.5, with `PAD_HU` / 0 outside the volume.
 
 Intensity: ``HU * (1 + a) + b`` plus Gaussian noise, before the window is applied.
 
-No mirror flips: a left-right flip turns ``kidney_left`` into a mask of a right-sided
-kidney that is still called ``kidney_left``, and shows mirrored anatomy (situs inversus)
-that real CTs do not. Flips would only be valid if the ``_left``/``_right`` structure names
-were swapped too, so this module does none.
+Mirror flips and axis swaps (`random_flip_swap`): the model never names a structure or a side,
+the click says which structure is meant, so a mirrored or transposed patch pair is as valid a
+training sample as the original. They are applied to U, V (and the negative neighbour W) and
+to their clicks and offsets together, so the pair stays geometrically consistent.
+
+Acquisition: Gaussian blur, a simulated slice thickness (the patch is averaged over a thicker
+slab along z and sampled back to 1.5 mm), and gamma on the windowed intensities, all with the
+same parameters for every patch of a sample.
 
 Arrays are ``(z, y, x)``; points, offsets and the 3x3 matrices act on ``(x, y, z)``.
 """
@@ -19,10 +23,12 @@ Arrays are ``(z, y, x)``; points, offsets and the 3x3 matrices act on ``(x, y, z
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from CTSAM3DLib.geometry.model_space import PAD_HU, PATCH_SIZE
 
@@ -126,3 +132,64 @@ def apply_intensity(hu: np.ndarray, a: float, b: float, noise_std_hu: float, rng
     if noise_std_hu > 0:
         out += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_std_hu)
     return out
+
+
+def random_flip_swap(rng: np.random.Generator, flip_prob: float, swap_prob: float
+                     ) -> tuple[tuple[bool, bool, bool], tuple[int, int, int]]:
+    """Draw mirror flips (per x, y, z axis, each with ``flip_prob``) and, with ``swap_prob``, a random
+    non-identity permutation of the axes. Returns ``(flips_xyz, perm_xyz)`` for `flip_swap_array`."""
+    flips = tuple(bool(rng.random() < flip_prob) for _ in range(3))
+    perm = (0, 1, 2)
+    if swap_prob > 0 and rng.random() < swap_prob:
+        perms = [p for p in itertools.permutations(range(3)) if p != (0, 1, 2)]
+        perm = perms[int(rng.integers(len(perms)))]
+    return flips, perm  # type: ignore[return-value]
+
+
+def flip_swap_array(array_zyx: np.ndarray, flips: Sequence[bool], perm: Sequence[int]) -> np.ndarray:
+    """Mirror a ``(z, y, x)`` patch along the flagged (x, y, z) axes, then permute its axes.
+
+    New axis ``i`` (x, y, z) is old axis ``perm[i]`` after the flips.
+    """
+    out = array_zyx
+    for axis_xyz, flip in enumerate(flips):
+        if flip:
+            out = np.flip(out, axis=2 - axis_xyz)
+    out = np.transpose(out, [2 - perm[2 - n] for n in range(3)])
+    return np.ascontiguousarray(out)
+
+
+def flip_swap_point(point_xyz: np.ndarray, flips: Sequence[bool], perm: Sequence[int],
+                    size: int = PATCH_SIZE) -> np.ndarray:
+    """Where voxel ``point_xyz`` of a patch lands under `flip_swap_array`."""
+    q = np.array([size - 1 - v if f else v for v, f in zip(np.asarray(point_xyz, dtype=np.float64), flips)])
+    return q[list(perm)]
+
+
+def flip_swap_offset(offset_xyz: np.ndarray, flips: Sequence[bool], perm: Sequence[int]) -> np.ndarray:
+    """The offset between two patches (e.g. V's start minus U's) after both are flipped and swapped alike."""
+    s = np.array([-v if f else v for v, f in zip(np.asarray(offset_xyz), flips)])
+    return s[list(perm)]
+
+
+def blur(hu: np.ndarray, sigma_vox: float) -> np.ndarray:
+    """Isotropic Gaussian blur of a float32 HU patch (``sigma_vox`` model voxels)."""
+    return ndimage.gaussian_filter(hu, sigma_vox, mode="nearest").astype(np.float32, copy=False)
+
+
+def slice_thickness(hu: np.ndarray, thickness_mm: float, spacing_mm: float = 1.5) -> np.ndarray:
+    """Simulate a CT reconstructed at ``thickness_mm`` slices: average along z over a slab of that
+    thickness (a box filter, what a thick reconstruction does) and sample back at the patch's spacing."""
+    width = thickness_mm / spacing_mm
+    if width <= 1.0:
+        return hu
+    return ndimage.uniform_filter1d(hu, size=max(2, int(round(width))), axis=0, mode="nearest"
+                                    ).astype(np.float32, copy=False)
+
+
+def gamma_hu(hu: np.ndarray, gamma: float, window_hu: tuple[float, float]) -> np.ndarray:
+    """Gamma curve on the windowed intensities, expressed back in HU (outside the window: unchanged)."""
+    lo, hi = window_hu
+    t = np.clip((hu - lo) / (hi - lo), 0.0, 1.0)
+    inside = (hu > lo) & (hu < hi)
+    return np.where(inside, lo + (hi - lo) * t ** gamma, hu).astype(np.float32)

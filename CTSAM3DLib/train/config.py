@@ -73,6 +73,23 @@ class TrainConfig:
         intensity_scale: HU are multiplied by ``1 + U(-s, s)``.
         intensity_shift_hu: then shifted by ``U(-d, d)`` HU.
         noise_std_hu: then get Gaussian noise with std ``U(0, n)`` HU.
+        flip_prob: probability of a mirror flip along each axis (U, V, W and clicks together).
+        swap_prob: probability of a random permutation of the patch axes.
+        blur_prob: probability of a Gaussian blur with sigma ``U(blur_sigma)`` model voxels.
+        blur_sigma: sigma range ``(min, max)`` of the blur.
+        thickness_prob: probability of simulating thick slices (``U(thickness_mm)`` along z).
+        thickness_mm: simulated slice-thickness range ``(min, max)`` in mm.
+        gamma_prob: probability of a gamma curve ``U(gamma_range)`` on the windowed intensities.
+        gamma_range: gamma range ``(min, max)``.
+        v_prior_prob: probability that V's first round gets U's round-1 probabilities in their
+            shared region as its previous mask Y, as the engine gives a CPP-opened patch (else Y = 0).
+        cpp_loss: ``"mse"`` (the paper: plain MSE to a Gaussian at the structure's centroid) or
+            ``"balanced"`` (MSE averaged separately over the target's peak region and the rest, to a
+            Gaussian at the structure's deepest point, see `CTSAM3DLib.train.losses.cpp_loss`).
+        cpp_negative_prob: probability that a sample also gets a negative neighbour W (a patch
+            next to U that the structure does not reach) whose CPP target is empty.
+        pseudo_ratio: fraction of samples drawn from class-agnostic pseudo-structures (supervoxels
+            and HU-band regions of the training CTs, `CTSAM3DLib.train.pseudo`) instead of labels.
         splits: dataset splits used for training (subjects without a split are always used).
         exclude_structures: structure-name patterns (fnmatch) never sampled.
         seed: master seed (model init, sampling, clicks, augmentation).
@@ -116,6 +133,18 @@ class TrainConfig:
     intensity_scale: float = 0.05
     intensity_shift_hu: float = 20.0
     noise_std_hu: float = 10.0
+    flip_prob: float = 0.0
+    swap_prob: float = 0.0
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    thickness_prob: float = 0.0
+    thickness_mm: tuple[float, float] = (2.0, 5.0)
+    gamma_prob: float = 0.0
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    v_prior_prob: float = 0.0
+    cpp_loss: str = "mse"
+    cpp_negative_prob: float = 0.0
+    pseudo_ratio: float = 0.0
     splits: tuple[str, ...] = ("train",)
     exclude_structures: tuple[str, ...] = ()
     seed: int = 0
@@ -145,9 +174,14 @@ class TrainConfig:
         need(0 < self.warmup_start_factor <= 1, "warmup_start_factor must be in (0, 1]")
         need(0 < self.lr_decay_factor <= 1, "lr_decay_factor must be in (0, 1]")
         need(all(s > 0 for s in self.lr_decay_steps), "lr_decay_steps must be positive step numbers")
-        for name in ("size_bias", "aug_prob", "intensity_prob"):
+        for name in ("size_bias", "aug_prob", "intensity_prob", "flip_prob", "swap_prob", "blur_prob",
+                     "thickness_prob", "gamma_prob", "v_prior_prob", "cpp_negative_prob", "pseudo_ratio"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
         need(0 < self.scale_range[0] <= self.scale_range[1], f"scale_range {self.scale_range} needs 0 < min <= max")
+        for name in ("blur_sigma", "thickness_mm", "gamma_range"):
+            lo, hi = getattr(self, name)
+            need(0 < lo <= hi, f"{name} {getattr(self, name)} needs 0 < min <= max")
+        need(self.cpp_loss in ("mse", "balanced"), f"cpp_loss must be 'mse' or 'balanced', got {self.cpp_loss!r}")
         need(self.center_jitter <= 20, "center_jitter must be <= 20 voxels (the first click stays in U's core)")
         need(min(self.focal_weight, self.dice_weight, self.cpp_weight, self.grad_clip) >= 0,
              "loss weights and grad_clip must be >= 0")

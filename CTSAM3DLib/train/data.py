@@ -26,8 +26,11 @@ uniformly among the volume's structures. For a structure:
 2. V is U's neighbour at 48 voxels (the engine's CPP stride) towards a random one of the 26
    directions in which the structure continues, plus up to ``neighbour_jitter`` voxels; a
    structure that stays inside U gets a V shifted by a few voxels instead. Both contain it.
-3. Optional rotation/zoom (one transform for U and V) and intensity jitter (`augment`).
+3. Optional rotation/zoom (one transform for U and V), intensity jitter, blur, thick slices
+   and gamma, then mirror flips and axis swaps (`augment`), the same for U, V and W.
 4. V's first click is `first_click` on V's mask.
+5. Optionally (``cpp_negative_prob``) a negative neighbour W: the patch at 48 voxels from U in a
+   direction the structure does not reach, which CPP must leave without a click.
 
 The random stream of step ``s`` on rank ``r`` is ``numpy.random.default_rng([seed, r, s])``:
 the sampler has no hidden state, so resuming at any step reproduces the batches exactly.
@@ -59,13 +62,15 @@ from CTSAM3DLib.io.datasets import DataIssue, Subject, iter_label_images, struct
 from CTSAM3DLib.io.readers import ImageReadError, read_image
 from CTSAM3DLib.model.predictor import scale_window
 from CTSAM3DLib.prompts.simulate import first_click
-from CTSAM3DLib.train import augment
+from CTSAM3DLib.train import augment, pseudo
 from CTSAM3DLib.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 # Bump when the cache layout or preprocessing changes (invalidates every cache folder).
 CACHE_VERSION = 1
+# Bump when the pseudo-structure generator changes (its files carry this number in their names).
+PSEUDO_VERSION = 1
 # Distance between a patch and its CPP neighbours (engine/planning.STRIDE).
 NEIGHBOUR_STRIDE = 48
 # The 26 neighbour directions (x, y, z).
@@ -95,11 +100,12 @@ class CachedSubject:
         folder: the cache folder.
         grid: the model grid of the CT.
         image: int16 HU ``(z, y, x)`` memory map.
-        structures: the non-empty structures.
+        structures: the non-empty labelled structures.
+        pseudo: the class-agnostic pseudo-structures (`pseudo`), when built for ``pseudo_seed``.
         issues: data issues found while preprocessing (re-reported on every run).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, pseudo_seed: int | None = None) -> None:
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         self.folder = folder
         self.subject_id: str = index["subject_id"]
@@ -107,16 +113,64 @@ class CachedSubject:
                               float(index["grid"]["spacing_mm"]))
         self.image: np.ndarray = np.load(folder / "image.npy", mmap_mode="r")
         self.bits: np.ndarray = np.load(folder / "masks.npy", mmap_mode="r")
-        self.structures = [StructureInfo(s["name"], tuple(s["lo_zyx"]), tuple(s["shape_zyx"]), int(s["offset"]),
-                                         int(s["nbytes"]), int(s["voxels"])) for s in index["structures"]]
+        self.structures = _structure_infos(index["structures"])
         self.issues = _issues_from(index)
+        self.pseudo: list[StructureInfo] = []
+        self.pseudo_bits = np.zeros(0, dtype=np.uint8)
+        if pseudo_seed is not None:
+            bits_path, index_path = pseudo_paths(folder, pseudo_seed)
+            if index_path.is_file():
+                self.pseudo = _structure_infos(json.loads(index_path.read_text(encoding="utf-8"))["structures"])
+                self.pseudo_bits = np.load(bits_path, mmap_mode="r")
 
-    def mask(self, k: int) -> np.ndarray:
-        """Bool mask of structure ``k`` over its bounding box, (z, y, x)."""
-        s = self.structures[k]
+    def mask(self, k: int, is_pseudo: bool = False) -> np.ndarray:
+        """Bool mask of structure ``k`` (of `pseudo` if ``is_pseudo``) over its bounding box, (z, y, x)."""
+        s, bits = (self.pseudo[k], self.pseudo_bits) if is_pseudo else (self.structures[k], self.bits)
         n = int(np.prod(s.shape_zyx))
-        flat = np.unpackbits(np.asarray(self.bits[s.offset:s.offset + s.nbytes]), count=n)
+        flat = np.unpackbits(np.asarray(bits[s.offset:s.offset + s.nbytes]), count=n)
         return flat.view(bool).reshape(s.shape_zyx)
+
+
+def _structure_infos(entries: list[dict[str, Any]]) -> list[StructureInfo]:
+    return [StructureInfo(s["name"], tuple(s["lo_zyx"]), tuple(s["shape_zyx"]), int(s["offset"]), int(s["nbytes"]),
+                          int(s["voxels"])) for s in entries]
+
+
+def _pack(masks: Sequence[tuple[str, Sequence[int], np.ndarray]]) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Bit-pack named, box-cropped bool masks: ``(index entries, concatenated bits)``."""
+    infos: list[dict[str, Any]] = []
+    chunks: list[np.ndarray] = []
+    offset = 0
+    for name, lo_zyx, mask in masks:
+        packed = np.packbits(mask.ravel())
+        infos.append({"name": name, "lo_zyx": [int(v) for v in lo_zyx], "shape_zyx": list(mask.shape),
+                      "offset": offset, "nbytes": int(packed.size), "voxels": int(mask.sum())})
+        chunks.append(packed)
+        offset += packed.size
+    return infos, (np.concatenate(chunks) if chunks else np.zeros(0, np.uint8))
+
+
+def pseudo_paths(folder: Path, seed: int) -> tuple[Path, Path]:
+    """The bits and index files of a subject's pseudo-structures for ``seed``."""
+    stem = f"pseudo-v{PSEUDO_VERSION}-seed{seed}"
+    return folder / f"{stem}.npy", folder / f"{stem}.json"
+
+
+def ensure_pseudo(folder: Path, seed: int) -> int:
+    """Generate a cached subject's pseudo-structures once (written atomically); returns how many."""
+    bits_path, index_path = pseudo_paths(folder, seed)
+    if index_path.is_file():
+        return len(json.loads(index_path.read_text(encoding="utf-8"))["structures"])
+    image = np.load(folder / "image.npy", mmap_mode="r")
+    found = pseudo.generate(np.asarray(image), seed)
+    infos, bits = _pack([(p.name, p.lo_zyx, p.mask) for p in found])
+    tmp = bits_path.with_name(f"{bits_path.stem}.tmp{os.getpid()}.npy")
+    np.save(tmp, bits)
+    os.replace(tmp, bits_path)
+    tmp_index = index_path.with_name(f"{index_path.name}.tmp{os.getpid()}")
+    tmp_index.write_text(json.dumps({"version": PSEUDO_VERSION, "seed": seed, "structures": infos}), encoding="utf-8")
+    os.replace(tmp_index, index_path)  # the index is written last: it marks the pair complete
+    return len(infos)
 
 
 def _fingerprint(path: Path) -> list[object]:
@@ -176,30 +230,24 @@ def preprocess_subject(subject: Subject, cache_dir: str | Path) -> tuple[Path | 
     ct_i16 = np.clip(np.rint(ct), -32768, 32767).astype(np.int16)
     del ct
     issues: list[DataIssue] = []
-    infos: list[dict[str, object]] = []
-    chunks: list[np.ndarray] = []
-    offset = 0
+    masks: list[tuple[str, Sequence[int], np.ndarray]] = []
     seen: set[str] = set()
     for src, label, src_issues in iter_label_images(subject, image):
         issues.extend(src_issues)
         if label is None:
             continue
         for name, lo_zyx, mask in _model_space_masks(subject, src.structures, label, grid, issues, src.path):
-            if name in seen:
-                continue
-            seen.add(name)
-            packed = np.packbits(mask.ravel())
-            infos.append({"name": name, "lo_zyx": [int(v) for v in lo_zyx], "shape_zyx": list(mask.shape),
-                          "offset": offset, "nbytes": int(packed.size), "voxels": int(mask.sum())})
-            chunks.append(packed)
-            offset += packed.size
+            if name not in seen:
+                seen.add(name)
+                masks.append((name, lo_zyx, mask))
+    infos, bits = _pack(masks)
     index = {
         "key": key, "version": CACHE_VERSION, "subject_id": subject.subject_id, "image_path": str(subject.image_path),
         "grid": {"origin_lps": list(grid.origin_lps), "shape_xyz": list(grid.shape_xyz), "spacing_mm": grid.spacing_mm},
         "structures": infos,
         "issues": [_issue_dict(i) for i in issues],
     }
-    _write_folder(folder, index, ct_i16, np.concatenate(chunks) if chunks else np.zeros(0, np.uint8))
+    _write_folder(folder, index, ct_i16, bits)
     return folder, issues
 
 
@@ -274,25 +322,29 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
 
 
 def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 0, world_size: int = 1,
-                barrier: Callable[[], None] | None = None) -> tuple[list[CachedSubject], list[DataIssue]]:
+                barrier: Callable[[], None] | None = None, pseudo_seed: int | None = None
+                ) -> tuple[list[CachedSubject], list[DataIssue]]:
     """Preprocess subjects (rank ``r`` builds every ``world_size``-th) and load the whole cache.
 
     Args:
-        subjects: scanned subjects.
+        subjects: scanned subjects (unlabelled CTs have no label sources).
         cache_dir: cache folder.
         rank: this process's global rank.
         world_size: number of processes.
         barrier: called between building and loading (``torch.distributed.barrier`` under DDP).
+        pseudo_seed: also build (once) and load every subject's pseudo-structures for this seed.
 
     Returns:
-        ``(cached subjects with at least one structure, issues)``.
+        ``(cached subjects with at least one structure or pseudo-structure, issues)``.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     issues: list[DataIssue] = []
     for n, subject in enumerate(subjects):
         if n % world_size == rank:
-            preprocess_subject(subject, cache_dir)  # its issues are stored in the cache and read below
+            folder, _ = preprocess_subject(subject, cache_dir)  # its issues are stored in the cache, read below
+            if folder is not None and pseudo_seed is not None:
+                logger.info("Pseudo-structures of %s: %d", subject.subject_id, ensure_pseudo(folder, pseudo_seed))
     if barrier is not None:
         barrier()
     cached: list[CachedSubject] = []
@@ -306,9 +358,9 @@ def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 
         if index.get("failed"):  # the CT could not be read (reported by whichever rank built it)
             issues.extend(_issues_from(index))
             continue
-        c = CachedSubject(folder)
+        c = CachedSubject(folder, pseudo_seed)
         issues.extend(c.issues)
-        if c.structures:
+        if c.structures or c.pseudo:
             cached.append(c)
         else:
             issues.append(DataIssue(c.subject_id, subject.image_path, "no usable structure; subject skipped"))
@@ -327,12 +379,42 @@ class PairBatch:
         gts: bool ``[2S, 64, 64, 64]`` ground-truth masks.
         first_points: float32 ``[2S, 3]`` voxel (x, y, z) of each patch's first (positive) click.
         names: ``"subject/structure"`` per sample (length S).
+        offsets: int64 ``[S, 3]``: V's first voxel minus U's, (x, y, z) in patch voxels.
+        images_w: float32 ``[K, 1, 64, 64, 64]``: negative neighbours W (K may be 0).
+        gts_w: bool ``[K, 64, 64, 64]``: the structure inside W (empty unless augmentation moved it in).
+        w_of: int64 ``[K]``: the sample (index into the U patches) each W neighbours.
+        v_prior: bool ``[S]``: V's first round sees U's round-1 prediction (``v_prior_prob``).
+        u_starts: int64 ``[S, 3]``: U's first voxel (x, y, z) in its subject's model grid, before any
+            spatial augmentation (with none, U is exactly that box of the model-space CT).
     """
 
     images: torch.Tensor
     gts: np.ndarray
     first_points: np.ndarray
     names: list[str]
+    offsets: np.ndarray
+    images_w: torch.Tensor
+    gts_w: np.ndarray
+    w_of: np.ndarray
+    v_prior: np.ndarray
+    u_starts: np.ndarray
+
+
+@dataclass
+class _Sample:
+    """One U/V pair (HU float32 and bool masks (z, y, x), clicks voxel (x, y, z)) and its optional W."""
+
+    hu_u: np.ndarray
+    hu_v: np.ndarray
+    gt_u: np.ndarray
+    gt_v: np.ndarray
+    click_u: np.ndarray
+    click_v: np.ndarray
+    offset: np.ndarray
+    name: str
+    start_u: np.ndarray
+    hu_w: np.ndarray | None = None
+    gt_w: np.ndarray | None = None
 
 
 class PairSampler:
@@ -346,28 +428,39 @@ class PairSampler:
     def __init__(self, subjects: Sequence[CachedSubject], config: TrainConfig) -> None:
         self.config = config
         self.subjects: list[CachedSubject] = []
-        self.choices: list[np.ndarray] = []  # eligible structure indices per subject
+        self.choices: list[np.ndarray] = []  # eligible labelled structure indices per subject
         self.probs: list[np.ndarray] = []
+        self.pseudo_choices: list[np.ndarray] = []  # eligible pseudo-structure indices per subject
+        self.pseudo_probs: list[np.ndarray] = []
         for s in subjects:
-            keep = [k for k, st in enumerate(s.structures)
-                    if st.voxels >= config.min_structure_voxels
-                    and not any(fnmatch.fnmatchcase(st.name, p) for p in config.exclude_structures)]
-            if not keep:
+            keep, p = self._eligible(s.structures, use_patterns=True)
+            pkeep, pp = self._eligible(s.pseudo, use_patterns=False) if config.pseudo_ratio > 0 else ([], None)
+            if not keep and not pkeep:
                 continue
-            voxels = np.array([s.structures[k].voxels for k in keep], dtype=np.float64)
-            sized = voxels ** config.size_power
-            p = config.size_bias * sized / sized.sum() + (1.0 - config.size_bias) / len(keep)
             self.subjects.append(s)
-            self.choices.append(np.array(keep))
-            self.probs.append(p / p.sum())
+            self.choices.append(np.array(keep, dtype=np.int64))
+            self.probs.append(p)
+            self.pseudo_choices.append(np.array(pkeep, dtype=np.int64))
+            self.pseudo_probs.append(pp)
         if not self.subjects:
             raise ValueError("No training structure left: every subject failed to load, or all structures are "
-                             "smaller than min_structure_voxels or excluded (see the data issues above).")
+                             "smaller than min_structure_voxels or excluded.")
+
+    def _eligible(self, structures: Sequence[StructureInfo], use_patterns: bool) -> tuple[list[int], np.ndarray | None]:
+        """Indices large enough (and not excluded) and their draw probabilities (size-biased)."""
+        cfg = self.config
+        keep = [k for k, st in enumerate(structures) if st.voxels >= cfg.min_structure_voxels
+                and not (use_patterns and any(fnmatch.fnmatchcase(st.name, p) for p in cfg.exclude_structures))]
+        if not keep:
+            return keep, None
+        sized = np.array([structures[k].voxels for k in keep], dtype=np.float64) ** cfg.size_power
+        p = cfg.size_bias * sized / sized.sum() + (1.0 - cfg.size_bias) / len(keep)
+        return keep, p / p.sum()
 
     @property
     def num_structures(self) -> int:
-        """Number of (subject, structure) pairs that can be drawn."""
-        return int(sum(len(c) for c in self.choices))
+        """Number of (subject, structure) pairs that can be drawn (pseudo-structures included)."""
+        return int(sum(len(c) for c in self.choices) + sum(len(c) for c in self.pseudo_choices))
 
     def rng(self, step: int, rank: int) -> np.random.Generator:
         """The random stream of one step on one rank."""
@@ -377,46 +470,98 @@ class PairSampler:
         """All samples of optimiser step ``step`` on process ``rank`` (a pure function of both)."""
         cfg = self.config
         rng = self.rng(step, rank)
-        samples = []
+        samples: list[_Sample] = []
         for _ in range(cfg.batch_size):
             n = int(rng.integers(len(self.subjects)))
             for _ in range(cfg.samples_per_volume):
-                k = int(rng.choice(self.choices[n], p=self.probs[n]))
-                samples.append(self.pair(self.subjects[n], k, rng))
-        hu_u, hu_v, gt_u, gt_v, pt_u, pt_v, names = zip(*samples)
-        images = torch.stack([scale_window(h, cfg.window_hu) for h in hu_u + hu_v])[:, None]
-        return PairBatch(images, np.stack(gt_u + gt_v), np.stack(pt_u + pt_v).astype(np.float32),
-                         list(names))
+                has_pseudo = len(self.pseudo_choices[n]) > 0
+                if has_pseudo and (len(self.choices[n]) == 0 or rng.random() < cfg.pseudo_ratio):
+                    k = int(rng.choice(self.pseudo_choices[n], p=self.pseudo_probs[n]))
+                    samples.append(self.pair(self.subjects[n], k, rng, is_pseudo=True))
+                else:
+                    k = int(rng.choice(self.choices[n], p=self.probs[n]))
+                    samples.append(self.pair(self.subjects[n], k, rng))
+        window = cfg.window_hu
+        images = torch.stack([scale_window(x.hu_u, window) for x in samples]
+                             + [scale_window(x.hu_v, window) for x in samples])[:, None]
+        with_w = [(i, x) for i, x in enumerate(samples) if x.hu_w is not None]
+        images_w = (torch.stack([scale_window(x.hu_w, window) for _, x in with_w])[:, None] if with_w
+                    else torch.zeros((0, 1) + (PATCH_SIZE,) * 3))
+        gts_w = np.stack([x.gt_w for _, x in with_w]) if with_w else np.zeros((0,) + (PATCH_SIZE,) * 3, bool)
+        v_prior = (rng.random(len(samples)) < cfg.v_prior_prob if cfg.v_prior_prob > 0
+                   else np.zeros(len(samples), dtype=bool))
+        return PairBatch(images, np.stack([x.gt_u for x in samples] + [x.gt_v for x in samples]),
+                         np.stack([x.click_u for x in samples] + [x.click_v for x in samples]).astype(np.float32),
+                         [x.name for x in samples], np.stack([x.offset for x in samples]).astype(np.int64),
+                         images_w, gts_w, np.array([i for i, _ in with_w], dtype=np.int64), v_prior,
+                         np.stack([x.start_u for x in samples]).astype(np.int64))
 
-    def pair(self, subject: CachedSubject, k: int, rng: np.random.Generator
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-        """One sample: ``(hu_u, hu_v, gt_u, gt_v, click_u, click_v, name)``.
-
-        HU are float32 ``(z, y, x)``, masks bool, clicks voxel ``(x, y, z)`` in their patch.
-        """
+    def pair(self, subject: CachedSubject, k: int, rng: np.random.Generator, is_pseudo: bool = False) -> _Sample:
+        """One sample of structure ``k`` (a pseudo-structure if ``is_pseudo``): U, V, their masks and
+        first clicks, and optionally W."""
         cfg = self.config
-        info = subject.structures[k]
-        mask = subject.mask(k)
+        info = (subject.pseudo if is_pseudo else subject.structures)[k]
+        mask = subject.mask(k, is_pseudo)
         lo = np.asarray(info.lo_zyx)
         click = first_click(mask, rng)
         anchor = np.rint(click.point_xyz).astype(np.int64) + lo[::-1]
         j = cfg.center_jitter
         anchor_in_u = PATCH_SIZE // 2 + rng.integers(-j, j + 1, size=3)
+        start_in_u = anchor_in_u.copy()  # before flips
         offset = self._neighbour_offset(mask, lo, anchor - anchor_in_u, rng)
         affine = None
         if cfg.aug_prob > 0 and rng.random() < cfg.aug_prob:
             affine = augment.random_affine(rng, cfg.rotate_deg, cfg.scale_range)
         hu_u, hu_v, gt_u, gt_v = augment.sample_pair(subject.image, mask, lo, anchor, anchor_in_u, offset, affine)
         if affine is not None and not gt_v.any():  # the transform pushed the structure out of V
+            affine = None
             hu_u, hu_v, gt_u, gt_v = augment.sample_pair(subject.image, mask, lo, anchor, anchor_in_u, offset, None)
-        if cfg.intensity_prob > 0 and rng.random() < cfg.intensity_prob:  # same jitter for U and V
-            a, b, std = augment.intensity_params(rng, cfg.intensity_scale, cfg.intensity_shift_hu, cfg.noise_std_hu)
-            hu_u = augment.apply_intensity(hu_u, a, b, std, rng)
-            hu_v = augment.apply_intensity(hu_v, a, b, std, rng)
-        gt_u[tuple(anchor_in_u[::-1])] = True  # the click voxel is foreground by construction
-        click_v = first_click(gt_v, rng) if gt_v.any() else None
+        hus, gts = [hu_u, hu_v], [gt_u, gt_v]
+        if cfg.cpp_negative_prob > 0 and rng.random() < cfg.cpp_negative_prob:
+            w = self._empty_neighbour(mask, lo, anchor - anchor_in_u, rng)
+            if w is not None:
+                _, hu_w, _, gt_w = augment.sample_pair(subject.image, mask, lo, anchor, anchor_in_u, w, affine)
+                hus.append(hu_w)
+                gts.append(gt_w)
+        hus = self._acquisition(hus, rng)
+        if cfg.flip_prob > 0 or cfg.swap_prob > 0:
+            flips, perm = augment.random_flip_swap(rng, cfg.flip_prob, cfg.swap_prob)
+            hus = [augment.flip_swap_array(h, flips, perm) for h in hus]
+            gts = [augment.flip_swap_array(g, flips, perm) for g in gts]
+            anchor_in_u = np.rint(augment.flip_swap_point(anchor_in_u, flips, perm)).astype(np.int64)
+            offset = augment.flip_swap_offset(offset, flips, perm)
+        gts[0][tuple(anchor_in_u[::-1])] = True  # the click voxel is foreground by construction
+        click_v = first_click(gts[1], rng) if gts[1].any() else None
         pt_v = np.asarray(click_v.point_xyz if click_v else anchor_in_u - offset, dtype=np.float32)
-        return (hu_u, hu_v, gt_u, gt_v, anchor_in_u.astype(np.float32), pt_v, f"{subject.subject_id}/{info.name}")
+        sample = _Sample(hus[0], hus[1], gts[0], gts[1], anchor_in_u.astype(np.float32), pt_v,
+                         np.asarray(offset, dtype=np.int64), f"{subject.subject_id}/{info.name}", anchor - start_in_u)
+        if len(hus) == 3:
+            sample.hu_w, sample.gt_w = hus[2], gts[2]
+        return sample
+
+    def _acquisition(self, hus: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """Intensity jitter, blur, thick slices and gamma: one draw, applied to every patch of a sample."""
+        cfg = self.config
+        if cfg.intensity_prob > 0 and rng.random() < cfg.intensity_prob:
+            a, b, std = augment.intensity_params(rng, cfg.intensity_scale, cfg.intensity_shift_hu, cfg.noise_std_hu)
+            hus = [augment.apply_intensity(h, a, b, std, rng) for h in hus]
+        if cfg.blur_prob > 0 and rng.random() < cfg.blur_prob:
+            sigma = float(rng.uniform(*cfg.blur_sigma))
+            hus = [augment.blur(h, sigma) for h in hus]
+        if cfg.thickness_prob > 0 and rng.random() < cfg.thickness_prob:
+            mm = float(rng.uniform(*cfg.thickness_mm))
+            hus = [augment.slice_thickness(h, mm, MODEL_SPACING_MM) for h in hus]
+        if cfg.gamma_prob > 0 and rng.random() < cfg.gamma_prob:
+            g = float(rng.uniform(*cfg.gamma_range))
+            hus = [augment.gamma_hu(h, g, cfg.window_hu) for h in hus]
+        return hus
+
+    @staticmethod
+    def _empty_neighbour(mask: np.ndarray, lo_zyx: np.ndarray, start_u_xyz: np.ndarray,
+                         rng: np.random.Generator) -> np.ndarray | None:
+        """Offset (x, y, z) to a neighbour of U at the CPP stride that holds none of the structure."""
+        empty = [d for d in _DIRECTIONS if _count_in_box(mask, lo_zyx, start_u_xyz + NEIGHBOUR_STRIDE * d) == 0]
+        return NEIGHBOUR_STRIDE * empty[int(rng.integers(len(empty)))] if empty else None
 
     def _neighbour_offset(self, mask: np.ndarray, lo_zyx: np.ndarray, start_u_xyz: np.ndarray,
                           rng: np.random.Generator) -> np.ndarray:

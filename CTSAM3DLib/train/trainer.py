@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import random
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,7 +42,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM
-from CTSAM3DLib.io.datasets import DataIssue, log_issues, scan_datasets
+from CTSAM3DLib.io.atomic import atomic_write_text
+from CTSAM3DLib.io.datasets import DataIssue, log_issues, scan_datasets, scan_unlabeled
 from CTSAM3DLib.model.build import build_model
 from CTSAM3DLib.model.checkpoint import atomic_torch_save, load_network, save_checkpoint
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
@@ -53,7 +53,7 @@ from CTSAM3DLib.prompts.simulate import next_click
 from CTSAM3DLib.train import distributed as D
 from CTSAM3DLib.train.config import TrainConfig
 from CTSAM3DLib.train.data import PairBatch, PairSampler, build_cache
-from CTSAM3DLib.train.losses import centroid_heatmaps, cpp_loss, seg_loss
+from CTSAM3DLib.train.losses import centroid_heatmaps, cpp_loss, deepest_point_heatmaps, seg_loss
 
 logger = logging.getLogger(__name__)
 
@@ -108,21 +108,31 @@ class Algorithm1(nn.Module):
         self.model = model
         self.config = config
 
-    def forward(self, images: torch.Tensor, gts: np.ndarray, first_points: np.ndarray) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, gts: np.ndarray, first_points: np.ndarray,
+                offsets: np.ndarray | None = None, v_prior: np.ndarray | None = None,
+                images_w: torch.Tensor | None = None, gts_w: np.ndarray | None = None,
+                w_of: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Losses of one batch.
 
         Args:
             images: ``[2S, 1, 64, 64, 64]`` in [0, 1]: all U patches, then all V patches.
             gts: bool ``[2S, 64, 64, 64]`` masks.
             first_points: float32 ``[2S, 3]`` voxel (x, y, z) of each patch's first click.
+            offsets: int ``[S, 3]`` V's first voxel minus U's (x, y, z); needed with ``v_prior``.
+            v_prior: bool ``[S]``: V's first round gets U's round-1 probabilities where the two
+                overlap as its previous mask, as the engine gives a CPP-opened patch.
+            images_w: ``[K, 1, 64, 64, 64]`` negative neighbours W (no continuation), or None.
+            gts_w: bool ``[K, 64, 64, 64]`` their masks.
+            w_of: int ``[K]`` the U patch each W neighbours.
 
         Returns:
-            ``loss`` (to minimise), ``seg_loss`` (mean over rounds), ``cpp_loss``, and ``dice_r{n}``
-            (hard Dice of round n's prediction, for logging).
+            ``loss`` (to minimise), ``seg_loss`` (mean over rounds), ``cpp_loss``, ``dice_r{n}``
+            (hard Dice of round n's prediction), ``cpp_peak_pos`` / ``cpp_peak_neg`` (mean CPP heatmap
+            maximum where the structure continues / does not) and ``cpp_hit`` (fraction of positive
+            pairs whose peak lies in the structure), for logging.
         """
         cfg, dev = self.config, images.device
         n = images.shape[0]
-        half = n // 2
         target = torch.from_numpy(gts[:, None].astype(np.float32)).to(dev)
         points = first_points[:, None, :].astype(np.float32)
         labels = np.ones((n, 1), dtype=np.int64)
@@ -132,17 +142,17 @@ class Algorithm1(nn.Module):
         out: dict[str, torch.Tensor] = {}
         cpp = torch.zeros((), device=dev)
         for r in range(cfg.rounds):
-            prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev)
-            logits = self.model.decode_logits(feats, prompt)
+            if r == 0 and v_prior is not None and offsets is not None and v_prior.any():
+                logits = self._first_round_with_prior(feats, points, labels, offsets, v_prior)
+            else:
+                prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev)
+                logits = self.model.decode_logits(feats, prompt)
             seg_terms.append(seg_loss(logits, target, cfg.focal_weight, cfg.dice_weight, cfg.focal_gamma))
             prob = torch.sigmoid(logits.detach().float())
             pred = prob >= 0.5
             out[f"dice_r{r + 1}"] = hard_dice(pred, target > 0.5)
             if r == 0 and cfg.cpp_weight > 0:
-                swap = torch.cat([torch.arange(half, n), torch.arange(0, half)]).to(dev)
-                heat = self.model.predict_cpp(images, pred.to(images.dtype), images[swap])
-                cpp_target = centroid_heatmaps(gts[swap.cpu().numpy()]).to(dev)
-                cpp = cpp_loss(heat, cpp_target)
+                cpp = self._cpp(images, pred.to(images.dtype), gts, images_w, gts_w, w_of, out)
             if r + 1 < cfg.rounds:
                 new_points, new_labels = corrective_clicks(pred[:, 0].cpu().numpy(), gts)
                 points = np.concatenate([points, new_points], axis=1)
@@ -151,6 +161,64 @@ class Algorithm1(nn.Module):
         seg = torch.stack(seg_terms).mean()
         out.update(loss=seg + cfg.cpp_weight * cpp, seg_loss=seg.detach(), cpp_loss=cpp.detach())
         return out
+
+    def _first_round_with_prior(self, feats: list[torch.Tensor], points: np.ndarray, labels: np.ndarray,
+                                offsets: np.ndarray, v_prior: np.ndarray) -> torch.Tensor:
+        """Round 1 for U, then for V with U's probabilities (shifted into V) as V's previous mask."""
+        dev = feats[0].device
+        half = points.shape[0] // 2
+        pts, labs = torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev)
+        logits_u = self.model.decode_logits([f[:half] for f in feats], prompt_tensor(pts[:half], labs[:half], None))
+        prob_u = torch.sigmoid(logits_u.detach().float())
+        prior = torch.zeros_like(prob_u)
+        for i in np.flatnonzero(v_prior):
+            prior[i] = shift_patch(prob_u[i], offsets[i])
+        logits_v = self.model.decode_logits([f[half:] for f in feats], prompt_tensor(pts[half:], labs[half:], prior))
+        return torch.cat([logits_u, logits_v])
+
+    def _cpp(self, images: torch.Tensor, pred: torch.Tensor, gts: np.ndarray, images_w: torch.Tensor | None,
+             gts_w: np.ndarray | None, w_of: np.ndarray | None, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_cpp both ways over the U/V pairs (V from U and U from V), plus the negative neighbours W."""
+        cfg, dev = self.config, images.device
+        n = images.shape[0]
+        half = n // 2
+        balanced = cfg.cpp_loss == "balanced"
+        make_target = deepest_point_heatmaps if balanced else centroid_heatmaps
+        swap = torch.cat([torch.arange(half, n), torch.arange(0, half)]).to(dev)
+        gts_swap = gts[swap.cpu().numpy()]
+        heat = self.model.predict_cpp(images, pred, images[swap])
+        loss = cpp_loss(heat, make_target(gts_swap).to(dev), balanced) * n
+        flat = heat.detach().float().flatten(1)
+        out["cpp_peak_pos"] = flat.max(1).values.mean()
+        hit = torch.from_numpy(gts_swap.reshape(n, -1)).to(dev).gather(1, flat.argmax(1, keepdim=True))
+        out["cpp_hit"] = hit.float().mean()
+        count = n
+        if images_w is not None and gts_w is not None and w_of is not None:
+            if len(w_of):
+                idx = torch.from_numpy(w_of).to(dev)
+                heat_w = self.model.predict_cpp(images[idx], pred[idx], images_w.to(dev))
+                loss = loss + cpp_loss(heat_w, make_target(gts_w).to(dev), balanced) * len(w_of)
+                count += len(w_of)
+                out["cpp_peak_neg"] = heat_w.detach().float().flatten(1).max(1).values.mean()
+            else:
+                out["cpp_peak_neg"] = torch.tensor(float("nan"), device=dev)
+        return loss / count
+
+
+def shift_patch(prob: torch.Tensor, offset_xyz: np.ndarray) -> torch.Tensor:
+    """Patch values ``[C, D, H, W]`` seen from a patch whose first voxel is ``offset_xyz`` further
+    (V's voxel q shows U's voxel q + offset); 0 where the two patches do not overlap."""
+    out = torch.zeros_like(prob)
+    size = prob.shape[1:]  # (z, y, x)
+    src, dst = [slice(None)], [slice(None)]
+    for o, s in zip(np.asarray(offset_xyz)[::-1], size):
+        o = int(o)
+        if abs(o) >= s:
+            return out
+        src.append(slice(max(o, 0), s + min(o, 0)))
+        dst.append(slice(max(-o, 0), s - max(o, 0)))
+    out[tuple(dst)] = prob[tuple(src)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,27 +266,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
 
 
-def _umask_mode() -> int:
-    """File mode an ordinary ``open`` would give (mkstemp's 0600 ignores the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, path)
-
-
 def load_train_state(path: str | Path) -> dict[str, Any]:
     """Read ``train_state.pt`` (``weights_only=True``) and check its format."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Cannot resume: {p} does not exist (the run saved no training state yet).")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ValueError(f"Cannot resume from {p}: the file is empty, truncated or damaged ({type(exc).__name__}). "
+                         f"Its model.pt may still hold the weights: start a new run with init_checkpoint set to it."
+                         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{p} is not a CTSAM3DLib training state.")
     if int(state.get("format_version", 0)) > STATE_VERSION:
@@ -266,7 +324,8 @@ def _torch_threads(n: int) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 def train(config: TrainConfig, data_dirs: Sequence[str | Path], output_dir: str | Path, *,
           max_steps: int | None = None, device: str = "cpu", resume: bool = False,
-          cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+          cache_dir: str | Path | None = None, progress: bool = True,
+          unlabeled_dirs: Sequence[str | Path] = ()) -> Path:
     """Train (or fine-tune) a CT-SAM3D network; run it once per process under torchrun for DDP.
 
     Args:
@@ -278,6 +337,9 @@ def train(config: TrainConfig, data_dirs: Sequence[str | Path], output_dir: str 
         resume: continue the run in ``output_dir`` exactly where its ``train_state.pt`` left off.
         cache_dir: preprocessing cache (default ``output_dir/cache``); share it between runs.
         progress: show a tqdm progress bar (rank 0).
+        unlabeled_dirs: folders of CTs without labels, trained on through pseudo-structures only
+            (needs ``pseudo_ratio > 0``); a scan of a held-out (validation or test) subject of
+            ``data_dirs`` is refused (`CTSAM3DLib.io.datasets.scan_unlabeled`).
 
     Returns:
         Path of the final checkpoint ``output_dir/model.pt``.
@@ -289,19 +351,35 @@ def train(config: TrainConfig, data_dirs: Sequence[str | Path], output_dir: str 
     """
     dev = resolve_device(device)
     info, dev = D.init_distributed(dev)
+    is_new_folder = not Path(output_dir).exists()
     try:
         threads = config.threads or auto_threads(info.local_world_size)
         if info.is_main:
             logger.info("Using %d torch CPU thread(s) per process.", threads)
         with _torch_threads(threads):
             return _run(config, [Path(d) for d in data_dirs], Path(output_dir), max_steps, dev, resume,
-                        Path(cache_dir) if cache_dir else None, progress, info)
+                        Path(cache_dir) if cache_dir else None, progress, info, [Path(d) for d in unlabeled_dirs])
+    except BaseException:
+        if is_new_folder and info.is_main:
+            _remove_empty_folders(Path(output_dir))
+        raise
     finally:
         D.cleanup(info)
 
 
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and its sub-folders where they hold no file (a run that failed before writing any)."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        root.rmdir()
+
+
 def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int | None, dev: torch.device,
-         resume: bool, cache_dir: Path | None, progress: bool, info: D.DistInfo) -> Path:
+         resume: bool, cache_dir: Path | None, progress: bool, info: D.DistInfo, unlabeled_dirs: list[Path]) -> Path:
     t_start = time.perf_counter()
     state_path, model_path = out / "train_state.pt", out / "model.pt"
     if not resume and state_path.exists():
@@ -322,14 +400,28 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
 
     # ---- data ----
     scan = scan_datasets(data_dirs, splits=config.splits)
-    cached, cache_issues = build_cache(scan.subjects, cache_dir or out / "cache", info.rank, info.world_size,
-                                       barrier=lambda: D.barrier(info))
-    issues: list[DataIssue] = list(scan.issues) + cache_issues
-    sampler = PairSampler(cached, config)
-    if info.is_main:
+    subjects, scan_issues = list(scan.subjects), list(scan.issues)
+    if unlabeled_dirs:
+        if config.pseudo_ratio <= 0:
+            raise ValueError("Unlabelled CT folders are trained on through pseudo-structures only: set pseudo_ratio "
+                             "above 0 (e.g. --set pseudo_ratio=0.3).")
+        held_out = [s for s in scan_datasets(data_dirs).subjects if s.split is not None and s.split not in config.splits]
+        unlabeled = scan_unlabeled(unlabeled_dirs, held_out)
+        subjects += unlabeled.subjects
+        scan_issues += unlabeled.issues
+    cached, cache_issues = build_cache(subjects, cache_dir or out / "cache", info.rank, info.world_size,
+                                       barrier=lambda: D.barrier(info),
+                                       pseudo_seed=config.seed if config.pseudo_ratio > 0 else None)
+    issues: list[DataIssue] = scan_issues + cache_issues
+    if info.is_main:  # before the sampler, which refuses data with nothing usable left
         log_issues(issues, logger)
-        _atomic_write_text(out / "data_issues.txt", "".join(f"{i}\n" for i in issues))
-        _atomic_write_text(out / "config.yaml", config.to_yaml())
+        atomic_write_text(out / "data_issues.txt", "".join(f"{i}\n" for i in issues), overwrite=True)
+    try:
+        sampler = PairSampler(cached, config)
+    except ValueError as exc:
+        raise ValueError(f"{exc} All {len(issues)} data issue(s) are listed in {out / 'data_issues.txt'}.") from None
+    if info.is_main:
+        atomic_write_text(out / "config.yaml", config.to_yaml(), overwrite=True)
         logger.info("Training data: %d subjects, %d structures (%d data issues) from %s", len(sampler.subjects),
                     sampler.num_structures, len(issues), ", ".join(map(str, data_dirs)))
 
@@ -373,7 +465,8 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
             batch: PairBatch = sampler.batch(step, info.rank)
             t_data = time.perf_counter() - t0
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
-                result = algo(batch.images.to(dev, non_blocking=True), batch.gts, batch.first_points)
+                result = algo(batch.images.to(dev, non_blocking=True), batch.gts, batch.first_points, batch.offsets,
+                              batch.v_prior, batch.images_w, batch.gts_w, batch.w_of)
             loss = result["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"Loss became {loss.item()} at step {step + 1}; lower lr or check the data.")
@@ -464,15 +557,33 @@ def _save(out: Path, model: CTSAM3D, optimizer: torch.optim.Optimizer, config: T
     logger.info("Saved checkpoint at step %d: %s", step, out / "model.pt")
 
 
+def _read_metrics(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` of each line of ``metrics.jsonl``; a cut-off last line (a crash mid-write) is dropped."""
+    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            if n == len(lines):
+                logger.warning("%s: dropping its incomplete last line (the run stopped while writing it).", path)
+                break
+            raise ValueError(f"Cannot resume: {path} line {n} is not a metrics record ({exc}); remove or repair "
+                             "that line.") from None
+        records.append((line, record))
+    return records
+
+
 class _Logger:
     """Rank-0 metrics: metrics.jsonl, optional TensorBoard, tqdm bar."""
 
     def __init__(self, out: Path, config: TrainConfig, start: int, progress: bool, end: int, info: D.DistInfo) -> None:
         self.path = out / "metrics.jsonl"
         if self.path.exists():  # drop lines past the resumed step (logged after the last checkpoint)
-            kept = [ln for ln in self.path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= start]
-            _atomic_write_text(self.path, "".join(f"{ln}\n" for ln in kept))
+            kept = [ln for ln, record in _read_metrics(self.path) if record.get("step", 0) <= start]
+            atomic_write_text(self.path, "".join(f"{ln}\n" for ln in kept), overwrite=True)
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.tb = None
         if config.tensorboard:

@@ -167,3 +167,25 @@ def test_remove_target_frees_only_that_target(random_predictor: Predictor, spher
     s.add_click((45, 40, 20), target="b")
     assert s.remove_target("a") and not s.remove_target("a")
     assert s.targets == ("b",)
+
+
+def test_slab_click_is_the_deepest_point_of_the_mask_where_u_meets_v() -> None:
+    mask = np.zeros((64, 64, 64), bool)
+    zz, yy = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    mask[:, :, 20:] = (((yy - 40) ** 2 + (zz - 20) ** 2) <= 49)[:, :, None]  # a tube along +x, axis (y, z) = (40, 20)
+    depth, (x, y, z) = planning.slab_click(mask, (0, 0, 0), (48, 0, 0))
+    assert depth >= 7 and (y, z) == (40.0, 20.0) and 0 <= x < planning.OVERLAP  # in V's voxels, inside the slab
+    assert mask[int(z), int(y), int(x) + 48]
+    assert planning.slab_click(mask, (0, 0, 0), (-48, 0, 0))[0] == 0.0  # the tube does not reach the -x slab
+    assert planning.slab_click(mask, (0, 0, 0), (0, 200, 0))[0] == 0.0  # no overlap at all
+
+
+def test_geometric_cpp_expands_without_the_cpp_network() -> None:
+    img, gt = _big_sphere(75.0)
+    oracle = ThresholdOracle()
+    s = Session(oracle, SessionConfig(max_patches=64, cpp_mode="geometric"))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30))
+    assert oracle.cpp_calls == 0 and s.last_stats["cpp_patches"] >= 6
+    mask = s.mask().astype(bool)
+    assert (gt & ~mask).sum() <= 0.002 * gt.sum() and (mask & ~gt).sum() <= 0.002 * gt.sum()

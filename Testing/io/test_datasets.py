@@ -17,7 +17,6 @@ from CTSAM3DLib.io.datasets import (
     scan_datasets,
 )
 
-SHARED_TOTALSEG = Path("/work/shared/data/totalseg-format")
 # Geometry of the synthetic CTs: anisotropic spacing, non-identity direction.
 SPACING = (2.0, 2.5, 3.0)
 DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
@@ -102,10 +101,8 @@ def test_totalseg_layout(tmp_path: Path) -> None:
     np.testing.assert_array_equal(masks["liver"], _labels() == 1)
 
 
-def test_shared_totalseg_example() -> None:
-    if not SHARED_TOTALSEG.is_dir():
-        pytest.skip("shared data not available")
-    scan = scan_datasets([SHARED_TOTALSEG], splits=["train"])
+def test_shared_totalseg_example(shared_data: Path) -> None:
+    scan = scan_datasets([shared_data / "totalseg-format"], splits=["train"])
     assert sorted(s.subject_id for s in scan.subjects) == ["abdomen_pelvis", "abdomen_upper_tissues", "chest_cta_aorta"]
     tissues = next(s for s in scan.subjects if s.subject_id == "abdomen_upper_tissues")
     assert {"skeletal_muscle", "subcutaneous_fat", "torso_fat"} <= set(tissues.structure_names)

@@ -114,7 +114,7 @@ def test_csv_with_labels_and_frames(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "match"),
     [("x,y,z,label\n1,2,3,+\n4,5,oops,-\n", "line 3"), ("x,y,z,label\n1,2,3,?\n", r"line 2.*polarity"),
-     ("1,2,3,+\n", "header"), ("x,y,z,frame\n1,2,3,world\n", "line 2.*frame")],
+     ("1,2,3,+,9\n", "without a header"), ("a,b,c\n1,2,3\n", "header"), ("x,y,z,frame\n1,2,3,world\n", "line 2.*frame")],
 )
 def test_bad_csv_raises(tmp_path: Path, content: str, match: str) -> None:
     path = tmp_path / "points.csv"

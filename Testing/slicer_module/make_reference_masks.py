@@ -84,13 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     write_node(segmentation, args.output / SEGMENTATION_FILE)
     spec = {"version": 1, "volume": "sample/abdomen_pelvis/ct.nii.gz", "segmentation": SEGMENTATION_FILE,
-            "checkpoint": str(args.checkpoint) if args.checkpoint else "bundled default",
-            "predictor": logic.predictor.info, "device": args.device, "use_cpp": not args.no_cpp,
+            "checkpoint": _portable(str(Path(args.checkpoint).resolve())) if args.checkpoint else "bundled default",
+            "predictor": _portable(logic.predictor.info), "device": args.device, "use_cpp": not args.no_cpp,
             "max_patches": args.max_patches, "structures": structures}
     (args.output / "clicks.json").write_text(json.dumps(spec, indent=2, default=str) + "\n")
     print(f"Wrote {args.output / SEGMENTATION_FILE} and {args.output / 'clicks.json'}")
     logic.close()
     return 0
+
+
+def _portable(value):
+    """``value`` with absolute paths made relative to the repository (else reduced to their name): the spec
+    ships with the extension and must not record this machine's folders."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_portable(v) for v in value]
+    if isinstance(value, str) and Path(value).is_absolute():
+        path = Path(value)
+        return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+    return value
 
 
 def _ijk_to_ras(volume_node):

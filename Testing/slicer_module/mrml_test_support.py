@@ -36,6 +36,7 @@ class StubPredictor:
         self.radius_vox = float(radius_vox)
         self.delay_s = float(delay_s)
         self.decode_calls = 0
+        self.prev_masks: list[np.ndarray | None] = []  # the previous-mask input of each decoded patch
 
     def scale(self, hu: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(hu), dtype=torch.float32)
@@ -48,6 +49,8 @@ class StubPredictor:
                prev_mask: torch.Tensor | None = None) -> torch.Tensor:
         time.sleep(self.delay_s)
         self.decode_calls += 1
+        for b in range(points.shape[0]):
+            self.prev_masks.append(None if prev_mask is None else prev_mask[b, 0].cpu().numpy().copy())
         out = np.zeros((points.shape[0], 1, PATCH, PATCH, PATCH), dtype=np.float32)
         r = self.radius_vox
         for b in range(points.shape[0]):
@@ -238,13 +241,14 @@ def headless_scene() -> Any:
     return scene
 
 
-def import_module_with_stand_ins(monkeypatch: Any) -> Any:
+def import_module_with_stand_ins(monkeypatch: Any, with_parameter_node_wrapper: bool = True) -> Any:
     """Import CTSAM3D/CTSAM3D.py on slicer-core, with stand-ins for Slicer's Qt-bound parts.
 
     ``qt``, ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper`` exist only in the
     Slicer application; minimal stand-ins (registered through ``monkeypatch``, so they vanish after
     the test) let the module's Logic and self-test code run on real MRML. The widget is not run.
     ``slicer.util.loadVolume`` / ``loadSegmentation`` (which need ``slicer.app``) become storage-node reads.
+    ``with_parameter_node_wrapper=False`` emulates a Slicer older than the module needs.
     """
     import importlib.util
     import sys
@@ -270,7 +274,7 @@ def import_module_with_stand_ins(monkeypatch: Any) -> Any:
     wrapper.parameterNodeWrapper = lambda cls: cls
     wrapper.Choice = wrapper.WithinRange = lambda *args: None
     for name, module in (("qt", qt), ("slicer.ScriptedLoadableModule", loadable),
-                         ("slicer.parameterNodeWrapper", wrapper)):
+                         ("slicer.parameterNodeWrapper", wrapper if with_parameter_node_wrapper else None)):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(slicer.util, "loadVolume", lambda path: read_node(slicer.mrmlScene, path), raising=False)
     monkeypatch.setattr(slicer.util, "loadSegmentation",

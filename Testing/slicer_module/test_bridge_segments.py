@@ -56,21 +56,33 @@ def _import_labelmap(scene, session, labels_zyx):
 
 
 def test_only_the_changed_box_is_written(session):
-    from CTSAM3DLib.mrml_bridge import labelmap_geometry, write_region
+    """write_region keeps voxels outside its box; a click rewrites only the box it changed."""
+    from CTSAM3DLib.mrml_bridge import _box_view, labelmap_geometry, write_region
 
     segment_id = session.add_segment()
-    blob = np.ones((4, 4, 4), dtype=np.uint8)
     geometry = labelmap_geometry(session.volume_node, session.segmentation_node)
-    write_region(session.segmentation_node, segment_id, geometry, ((110, 90, 50), (114, 94, 54)), blob)
-    outcome = session.click(_world(session.volume_node, CLICK_A), True, segment_id)
-    (i0, j0, k0), (i1, j1, k1) = outcome.box
-    assert i1 < 110  # the engine's box does not reach the blob
-    written = _array(session, segment_id)
-    assert written[50:54, 90:94, 110:114].all()  # painted voxels outside the box survive
+    write_region(session.segmentation_node, segment_id, geometry, ((110, 90, 50), (114, 94, 54)),
+                 np.ones((4, 4, 4), dtype=np.uint8))
+    write_region(session.segmentation_node, segment_id, geometry, ((10, 40, 20), (14, 44, 24)),
+                 np.ones((4, 4, 4), dtype=np.uint8))
     expected = np.zeros(SHAPE_ZYX, dtype=np.uint8)
-    expected[k0:k1, j0:j1, i0:i1] = session.engine.mask(segment_id)[k0:k1, j0:j1, i0:i1]
-    expected[50:54, 90:94, 110:114] = 1
+    expected[50:54, 90:94, 110:114] = expected[20:24, 40:44, 10:14] = 1
+    np.testing.assert_array_equal(_array(session, segment_id), expected)
+
+    outcome = session.click(_world(session.volume_node, CLICK_A), True, segment_id)  # continues the blobs
+    segment = session.segment(segment_id)
+    layer = segment.GetRepresentation("Binary labelmap")
+    probe = ((20, 50, 30), (21, 51, 31))  # inside CLICK_A's ball, outside the far click's box
+    _box_view(layer, probe)[...] = 0  # a change the bridge cannot see (no Modified): only a rewrite undoes it
+    outcome = session.click(_world(session.volume_node, CLICK_FAR), True, segment_id)
+    (i0, j0, k0), (i1, j1, k1) = outcome.box
+    assert i0 > 21 and not outcome.seeded
+    written = _array(session, segment_id)
+    assert written[30, 50, 20] == 0  # not rewritten: outside the box
+    expected = session.engine.mask(segment_id).copy()
+    expected[30, 50, 20] = 0
     np.testing.assert_array_equal(written, expected)
+    assert written[50:54, 90:94, 110:114].all() and written[20:24, 40:44, 10:14].all()
 
 
 def test_undo_redo_restore_exact_masks(session):

@@ -61,7 +61,7 @@ def test_module_size_budget():
     lines = MODULE_FILE.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("class CTSAM3DWidget"))
     end = next(i for i, line in enumerate(lines) if i > start and re.match(r"^(class|def) ", line))
-    assert len(lines) <= 600 and end - start <= 250
+    assert len(lines) <= 700 and end - start <= 320  # the widget: wiring only (Qt parts cannot run in CI)
 
 
 def test_cmake_lists_ship_module_library_and_resources():
@@ -70,14 +70,55 @@ def test_cmake_lists_ship_module_library_and_resources():
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
         assert f"set(EXTENSION_{key} " in top
     module = (MODULE_DIR / "CMakeLists.txt").read_text()
-    for needed in ("slicerMacroBuildScriptedModule", "slicer_add_python_unittest", "CTSAM3DLib/*.py",
+    for needed in ("slicerMacroBuildScriptedModule", "slicer_add_python_unittest",
                    "weights/ctsam3d_compact.pt", "sample/abdomen_pelvis/ct.nii.gz", "sample/reference/*"):
         assert needed in module
     for resource in re.findall(r"^\s+(Resources/\S+)$", module, flags=re.MULTILINE):
         path = MODULE_DIR / resource.replace("${MODULE_NAME}", "CTSAM3D")
         assert path.is_file(), path
-    for subpackage in re.search(r"set\(CTSAM3DLIB_SUBPACKAGES ([^)]*)\)", module).group(1).split():
-        assert (REPO / "CTSAM3DLib" / subpackage / "__init__.py").is_file()
+
+
+def _public_names() -> dict[str, str]:
+    tree = ast.parse((REPO / "CTSAM3DLib" / "__init__.py").read_text())
+    (value,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                and getattr(n.targets[0], "id", None) == "_PUBLIC"]
+    return ast.literal_eval(value)
+
+
+def _module_file(name: str) -> Path | None:
+    path = REPO.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_library_files(start: Path) -> set[str]:
+    """CTSAM3DLib files imported (anywhere in a file, lazily too) from ``start`` on, transitively."""
+    public, seen, todo = _public_names(), set(), [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                names += [public[a.name] for a in node.names if node.module == "CTSAM3DLib" and a.name in public]
+            for name in (n for n in names if n.split(".")[0] == "CTSAM3DLib"):
+                parts = name.split(".")
+                todo += [f for f in (_module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1)) if f]
+    return {str(p.relative_to(REPO)) for p in seen if p.parts[len(REPO.parts)] == "CTSAM3DLib"}
+
+
+def test_the_extension_ships_exactly_the_library_files_the_module_imports():
+    module = (MODULE_DIR / "CMakeLists.txt").read_text()
+    shipped = set(re.search(r"set\(CTSAM3DLIB_SOURCES\s+([^)]*)\)", module).group(1).split())
+    needed = _imported_library_files(MODULE_FILE)
+    assert shipped == needed, (f"update CTSAM3DLIB_SOURCES in CTSAM3D/CMakeLists.txt: add {sorted(needed - shipped)}, "
+                               f"drop {sorted(shipped - needed)}")
+    assert "CTSAM3DLib/mrml_bridge.py" in needed and not any("/cli/" in f or "/train/" in f for f in needed)
 
 
 def test_icon_and_screenshot_path():
@@ -92,6 +133,12 @@ def test_icon_and_screenshot_path():
 def test_catalogue_entries():
     entry = json.loads((REPO / "CTSAM3D.json").read_text())
     assert {"$schema", "category", "scm_url"} <= set(entry) and entry["build_dependencies"] == ["PyTorch"]
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",  # v1.0.2
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+    assert set(entry) <= allowed, sorted(set(entry) - allowed)
+    license_text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
     s4ext = dict(line.split(" ", 1) for line in (REPO / "CTSAM3D.s4ext").read_text().splitlines()
                  if line and not line.startswith("#"))
     for key in ("scm", "scmurl", "scmrevision", "depends", "homepage", "contributors", "category", "iconurl",
@@ -105,3 +152,11 @@ def test_requirements_do_not_list_torch():
     lines = [line.split("#")[0].strip() for line in text.splitlines()]
     names = {re.split(r"[<>=!~ ]", line)[0].lower() for line in lines if line}
     assert "monai" in names and "torch" not in names
+
+
+def test_shipped_files_hold_no_machine_paths():
+    shipped = [REPO / "Resources" / "sample" / "reference" / "clicks.json", REPO / "CTSAM3D.json",
+               REPO / "CTSAM3D.s4ext", REPO / "CMakeLists.txt", MODULE_DIR / "CMakeLists.txt"]
+    for path in shipped:
+        found = re.findall(r"(?:\"|\s)(/(?:work|home|tmp|Users|root)/[^\"\s]*|[A-Za-z]:\\\\[^\"\s]*)", path.read_text())
+        assert not found, f"{path.name} records machine paths: {found}"

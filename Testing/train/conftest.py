@@ -11,8 +11,6 @@ from _tiny import TINY, TINY_VARIANT
 
 from CTSAM3DLib.model import build
 
-# The shared TotalSegmentator-layout example (read-only, next to the repository).
-SHARED_TOTALSEG = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "totalseg-format"
 
 
 @pytest.fixture()
@@ -59,11 +57,10 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small crop (upper abdomen: liver, right kidney, gallbladder) of the shared abdomen_pelvis CT."""
-    src = SHARED_TOTALSEG / "abdomen_pelvis"
-    if not (src / "ct.nii.gz").is_file():
-        pytest.skip("shared data not available")
+def shared_crop(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A small crop (upper abdomen: liver, right kidney, gallbladder) of the shared abdomen_pelvis CT
+    (skips without ../shared, fails under CI=true: see the ``shared_data`` fixture)."""
+    src = shared_data / "totalseg-format" / "abdomen_pelvis"
     root = tmp_path_factory.mktemp("crop")
     out = root / "abdomen_pelvis_crop"
     (out / "segmentations").mkdir(parents=True)

@@ -53,3 +53,64 @@ def test_intensity_and_window() -> None:
     out = augment.apply_intensity(hu, a, b, std, rng)
     np.testing.assert_allclose(out, hu * (1 + a) + b, rtol=1e-6)
     np.testing.assert_allclose(scale_window(np.array([-2000.0, 0.0, 500.0]), (-1000, 1000)).numpy(), [0.0, 0.5, 0.75])
+
+
+def test_flips_and_axis_swaps_move_image_mask_click_and_offset_together() -> None:
+    rng = np.random.default_rng(1)
+    hu = rng.normal(size=(64, 64, 64)).astype(np.float32)
+    mask = np.zeros((64, 64, 64), bool)
+    mask[5:9, 20:30, 40:60] = True
+    click = np.array([50, 25, 7])  # (x, y, z), inside the mask
+    offset = np.array([48, -48, 0])
+    seen = set()
+    for flips in [(False, False, False), (True, False, False), (False, True, True), (True, True, True)]:
+        for perm in [(0, 1, 2), (2, 0, 1), (1, 0, 2), (0, 2, 1)]:
+            img = augment.flip_swap_array(hu, flips, perm)
+            m = augment.flip_swap_array(mask, flips, perm)
+            x, y, z = augment.flip_swap_point(click, flips, perm).astype(int)
+            assert m[z, y, x] and m.sum() == mask.sum()
+            assert img[z, y, x] == hu[click[2], click[1], click[0]]  # the clicked voxel keeps its value
+            # a voxel one step along old +x moves along new axis perm.index(0), sign flipped if x was flipped
+            step = augment.flip_swap_point(click + [1, 0, 0], flips, perm) - augment.flip_swap_point(click, flips, perm)
+            assert np.array_equal(step, augment.flip_swap_offset(np.array([1, 0, 0]), flips, perm))
+            o = augment.flip_swap_offset(offset, flips, perm)
+            assert sorted(np.abs(o).tolist()) == [0, 48, 48]
+            seen.add(m.tobytes())
+    assert len(seen) == 16  # every combination gives a different patch
+
+
+def test_sampler_flips_keep_u_v_overlap_consistent(synthetic_data, tmp_path) -> None:
+    from CTSAM3DLib.io.datasets import scan_datasets
+    from CTSAM3DLib.train import TrainConfig
+    from CTSAM3DLib.train.data import PairSampler, build_cache
+
+    cached, _ = build_cache(scan_datasets([synthetic_data]).subjects, tmp_path / "cache")
+    cfg = TrainConfig(batch_size=4, aug_prob=0.0, intensity_prob=0.0, flip_prob=0.5, swap_prob=0.5)
+    sampler = PairSampler(cached, cfg)
+    for step in range(3):
+        b = sampler.batch(step)
+        s = len(b.names)
+        for i in range(s):  # V's voxel q shows U's voxel q + offset: the shared region must match exactly
+            off = b.offsets[i][::-1]  # (z, y, x)
+            u, v = b.images[i, 0].numpy(), b.images[s + i, 0].numpy()
+            src = tuple(slice(max(o, 0), 64 + min(o, 0)) for o in off)
+            dst = tuple(slice(max(-o, 0), 64 - max(o, 0)) for o in off)
+            if all(sl.stop > sl.start for sl in src):
+                np.testing.assert_array_equal(v[dst], u[src])
+            x, y, z = b.first_points[i].astype(int)
+            assert b.gts[i, z, y, x]
+
+
+def test_acquisition_augmentations_keep_shape_and_range() -> None:
+    rng = np.random.default_rng(0)
+    hu = rng.normal(0, 200, (64, 64, 64)).astype(np.float32)
+    thick = augment.slice_thickness(hu, 4.5)
+    assert thick.shape == hu.shape and thick[:, 10, 10].std() < hu[:, 10, 10].std()  # averaged along z
+    np.testing.assert_allclose(thick[:, 10, 10].mean(), hu[:, 10, 10].mean(), atol=30)
+    assert np.array_equal(augment.slice_thickness(hu, 1.0), hu)
+    blurred = augment.blur(hu, 1.0)
+    assert blurred.std() < hu.std()
+    g = augment.gamma_hu(hu, 1.0, (-1000.0, 1000.0))
+    np.testing.assert_allclose(g, hu, atol=1e-3)
+    g2 = augment.gamma_hu(hu, 2.0, (-1000.0, 1000.0))
+    assert np.all(g2 <= hu + 1e-3)  # gamma > 1 darkens inside the window

@@ -141,14 +141,16 @@ def test_large_structures_get_a_neighbour_patch(synthetic_data: Path, tmp_path: 
     rng = np.random.default_rng(0)
     names = [s.name for s in subject.structures]
     for _ in range(10):
-        _, _, gt_u, gt_v, _, _, name = sampler.pair(subject, names.index("big"), rng)
+        sample = sampler.pair(subject, names.index("big"), rng)
+        gt_u, gt_v, name = sample.gt_u, sample.gt_v, sample.name
         assert name == "synth/big" and gt_u.any() and gt_v.any()
         # V is the engine's CPP neighbour: 48 voxels (+- neighbour_jitter) along each shifted axis
         off = np.abs(offsets[-1])
         assert off.max() >= 48 - cfg.neighbour_jitter
         assert np.all((off <= cfg.neighbour_jitter) | (np.abs(off - 48) <= cfg.neighbour_jitter))
     for _ in range(10):  # a structure that fits in U: V is a slightly shifted U, still holding it
-        _, _, gt_u, gt_v, _, _, _ = sampler.pair(subject, names.index("small"), rng)
+        sample = sampler.pair(subject, names.index("small"), rng)
+        gt_u, gt_v = sample.gt_u, sample.gt_v
         assert gt_v.any() and np.abs(offsets[-1]).max() <= 48 + cfg.neighbour_jitter
 
 

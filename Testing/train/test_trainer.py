@@ -158,6 +158,29 @@ def test_run_checkpoints_and_exact_resume(tiny_variant: str, synthetic_data: Pat
         train(ft.replace(variant="compact"), [synthetic_data], tmp_path / "ft2", cache_dir=cache, progress=False)
 
 
+def test_a_new_config_stage_starts_from_the_last_stage_and_resumes_exactly(tiny_variant: str, synthetic_data: Path,
+                                                                          tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    stage1 = train(_tiny_config(tiny_variant, steps=2), [synthetic_data], tmp_path / "s1", cache_dir=cache,
+                   progress=False)
+    # stage 2: the new recipe (flips/swaps, acquisition augmentation, V prior, balanced CPP with negatives,
+    # pseudo-structures) starting from stage 1's weights
+    cfg2 = _tiny_config(tiny_variant, steps=3, init_checkpoint=str(stage1), flip_prob=0.5, swap_prob=0.5,
+                        blur_prob=0.5, thickness_prob=0.5, gamma_prob=0.5, v_prior_prob=1.0, cpp_loss="balanced",
+                        cpp_negative_prob=1.0, pseudo_ratio=0.5, seed=7)
+    full = train(cfg2, [synthetic_data], tmp_path / "s2", cache_dir=cache, progress=False)
+    train(cfg2, [synthetic_data], tmp_path / "s2_part", max_steps=1, cache_dir=cache, progress=False)
+    resumed = train(cfg2, [synthetic_data], tmp_path / "s2_part", resume=True, cache_dir=cache, progress=False)
+    assert _losses(tmp_path / "s2") == _losses(tmp_path / "s2_part")
+    sa = torch.load(full, weights_only=True)["model_state_dict"]
+    sb = torch.load(resumed, weights_only=True)["model_state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    _, _, _, info = load_network(full)
+    assert info["provenance"]["init_checkpoint"] == str(stage1)
+    record = json.loads((tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"cpp_peak_pos", "cpp_peak_neg", "cpp_hit"} <= set(record)
+
+
 def test_loss_goes_down_fast(tiny_variant: str, synthetic_data: Path, tmp_path: Path) -> None:
     cfg = _tiny_config(tiny_variant, steps=10, lr=1e-2, warmup_steps=2, aug_prob=0.0, intensity_prob=0.0,
                        exclude_structures=("small", "box"), cpp_weight=10.0)

@@ -1,0 +1,286 @@
+"""One browser tab of ``ctsam3d serve``: a trame-slicer server process with its own scene, model and engine session.
+
+Started by ``gateway`` (``python -m CTSAM3DLib.web.app --port N ...``), never directly by users. Clicks come
+from Slicer's markups placement in the views (``PromptMarkups``), run on the bridge's worker thread and are
+committed to the scene by a 50 ms poll on the server's event loop; errors go to the page's banner and leave
+the segments as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from trame.app import TrameApp
+
+from CTSAM3DLib.web import inputs
+from CTSAM3DLib.web.workspace import DOWNLOAD_TYPES, Workspace
+
+logger = logging.getLogger(__name__)
+
+# How often (s) finished engine jobs are committed and the page updated.
+POLL_INTERVAL_S = 0.05
+# Page state and its initial values (see ``ui``).
+DEFAULT_STATE: dict[str, Any] = {
+    "ct_path": "", "ct_name": "", "has_ct": False, "window_preset": "Abdomen", "tool": "include", "segments": [],
+    "segment_id": "", "busy": False, "status": "Starting...", "error": "", "probe": "", "use_cpp": True,
+    "max_patches": 27, "device": "cpu", "devices": ["cpu"], "show_3d": True,
+}
+
+
+class CTSAM3DWebApp(TrameApp):
+    """The tab's server: trame-slicer scene and views, a ``Workspace``, and the page's handlers."""
+
+    def __init__(self, server: Any = None, checkpoint: str | None = None, window_hu: tuple[float, float] | None = None,
+                 device: str | None = None, cache_bytes: int | None = None, upload_dir: str | None = None) -> None:
+        super().__init__(server, client_type="vue3")
+        from trame_slicer.core import LayoutManager, SlicerApp
+        from trame_slicer.rca_view import register_rca_factories
+        from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+
+        from CTSAM3DLib.mrml_bridge import BridgeLogic
+
+        self.slicer = SlicerApp()
+        register_rca_factories(self.slicer.view_manager, self.server)
+        self.layout_manager = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
+        views = ViewLayoutDefinition
+        self.layout_manager.register_layout("CTSAM3D", Layout(LayoutDirection.Horizontal, [
+            Layout(LayoutDirection.Vertical, [views.axial_view(), views.coronal_view()]),
+            Layout(LayoutDirection.Vertical, [views.threed_view(), views.sagittal_view()])]))
+        self.layout_manager.set_layout("CTSAM3D")
+        self.logic = BridgeLogic()
+        if cache_bytes:
+            self.logic.config = dataclasses.replace(self.logic.config, cache_bytes=int(cache_bytes))
+        self.model_args = (checkpoint, window_hu)
+        self.workspace = Workspace(self.slicer.scene, self.slicer.app_logic, self.logic)
+        self.workspace.on_error = self._show_error
+        self.upload_dir = Path(upload_dir or tempfile.mkdtemp(prefix="ctsam3d-web-"))
+        self.state.update({**DEFAULT_STATE, "devices": self.logic.available_devices(), "trame__title": "CTSAM3D"})
+        self.state.device = device or self.state.devices[0]
+        self._downloads: dict[str, Callable[[], Any]] = {}
+        self._observe_cursor()
+        from CTSAM3DLib.web.ui import build_page
+
+        self.page = build_page(self.server, self.layout_manager, self)
+        self.state.change("tool")(self._on_tool)
+        self.state.change("window_preset")(self._on_window)
+        self.state.change("use_cpp", "max_patches")(self._on_settings)
+        self.state.change("device")(self._on_device)
+        self.state.change("show_3d")(self._on_show_3d)
+        self.server.controller.on_server_ready.add(lambda **_: asyncio.ensure_future(self._poll_forever()))
+
+    # ---- start-up ----------------------------------------------------------------------------
+    def start_up(self, image: str | None) -> None:
+        """Load the model on the chosen device and open ``image`` (errors go to the banner)."""
+        self._guarded(self._load_model)
+        if image:
+            self.state.ct_path = image
+            self._guarded(lambda: self._open(image))
+        self.state.status = self._status_idle()
+
+    def _load_model(self) -> None:
+        checkpoint, window_hu = self.model_args
+        self.logic.load_model(checkpoint, self.state.device, window_hu)
+        self.logic.configure(use_cpp=bool(self.state.use_cpp), max_patches=int(self.state.max_patches))
+
+    # ---- actions called by the page ------------------------------------------------------------
+    def open_path(self) -> None:
+        """Open the CT at the server path typed in the toolbar."""
+        self._guarded(lambda: self._open(str(self.state.ct_path).strip()))
+
+    def open_upload(self, files: Sequence[dict] | None) -> None:
+        """Open uploaded files (one image, a zipped DICOM folder, or a DICOM series' files)."""
+        if files:
+            folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.upload_dir))
+            self._guarded(lambda: self._open(str(inputs.save_uploads(files, folder))))
+
+    def _open(self, path: str) -> None:
+        if not path:
+            raise ValueError("Type the path of a CT on the server first.")
+        node = self.workspace.open(path)
+        self.slicer.display_manager.show_volume_in_slice_background(node)
+        for view in self.slicer.view_manager.get_slice_views():
+            view.set_visible_in_3d(True)
+        self.slicer.display_manager.reset_views()
+        self.state.update({"ct_name": Path(path).name.split(".")[0] or "ct", "has_ct": True, "error": ""})
+        self._on_window(self.state.window_preset)
+        self._on_show_3d(self.state.show_3d)
+        self.workspace.add_segment()
+        self._on_tool(self.state.tool)
+        self._refresh_segments()
+
+    def submit(self, kind: str) -> None:
+        """Undo, redo or reset the selected segment."""
+        self._guarded(lambda: self.workspace.submit(kind))
+
+    def cancel(self) -> None:
+        """Cancel the running click (and queued ones); segments stay as they were."""
+        self.logic.cancel()
+        self.state.status = "Cancelling..."
+
+    def add_segment(self) -> None:
+        self._guarded(lambda: self.workspace.add_segment())
+
+    def select(self, segment_id: str) -> None:
+        self._guarded(lambda: self.workspace.select(segment_id))
+
+    def rename(self, segment_id: str, name: str) -> None:
+        self._guarded(lambda: self.workspace.rename(segment_id, name))
+
+    def set_color(self, segment_id: str, color: str) -> None:
+        self._guarded(lambda: self.workspace.set_color(segment_id, color))
+
+    def set_visible(self, segment_id: str, is_visible: bool) -> None:
+        self._guarded(lambda: self.workspace.set_visible(segment_id, is_visible))
+
+    def delete(self, segment_id: str) -> None:
+        self._guarded(lambda: self.workspace.delete(segment_id))
+
+    def download_trigger(self, suffix: str) -> str:
+        """Register the trigger that returns the segmentation as ``suffix`` (an attachment); returns its name."""
+        def download() -> Any:
+            try:
+                return self.server.protocol.addAttachment(self.workspace.export(suffix))
+            except Exception as exc:  # reported in the banner; the browser then gets no file
+                self._show_error(exc)
+                return None
+
+        return self.server.controller.trigger_name(download)
+
+    @staticmethod
+    def mime(suffix: str) -> str:
+        return DOWNLOAD_TYPES[suffix]
+
+    # ---- settings -------------------------------------------------------------------------------
+    def _on_tool(self, tool: str, **_: Any) -> None:
+        self.workspace.is_positive = tool != "exclude"
+        if self.workspace.volume_node is not None:
+            self.slicer.markups_logic.place_node(self.workspace.prompts.node(self.workspace.is_positive), True)
+
+    def _on_window(self, window_preset: str, **_: Any) -> None:
+        self._guarded(lambda: self.workspace.set_window(window_preset))
+
+    def _on_settings(self, use_cpp: bool, max_patches: Any, **_: Any) -> None:
+        self._guarded(lambda: self.logic.configure(use_cpp=bool(use_cpp), max_patches=int(max_patches or 0)))
+
+    def _on_device(self, device: str, **_: Any) -> None:
+        self._guarded(self._load_model)  # a new device closes the session; clicks replay from the segments
+
+    def _on_show_3d(self, show_3d: bool, **_: Any) -> None:
+        from CTSAM3DLib.mrml_bridge import show_3d as show_surfaces
+
+        if self.workspace.segmentation_node is not None:
+            show_surfaces(self.workspace.segmentation_node, bool(show_3d))
+
+    # ---- results --------------------------------------------------------------------------------
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            try:
+                self._poll()
+            except Exception:  # never stop polling; the banner shows what went wrong
+                logger.exception("CTSAM3D web poll failed")
+
+    def _poll(self) -> None:
+        results = self.workspace.poll()
+        with self.state:
+            for result in results:
+                if result.error is not None:
+                    self._show_error(result.error)
+                elif result.outcome is not None:
+                    out = result.outcome
+                    self.state.status = (f"{self.logic.predictor.device} | {out.seconds * 1000:.0f} ms | "
+                                         f"{out.patches} patches ({out.cpp_patches} by CPP) | {len(out.labels)} clicks")
+            if results:
+                self._refresh_segments()
+            is_busy = self.workspace.is_busy
+            if is_busy != self.state.busy:
+                self.state.busy = is_busy
+                if is_busy:
+                    self.state.status = "Segmenting..."
+
+    def _refresh_segments(self) -> None:
+        self.state.segments = [dataclasses.asdict(s) for s in self.workspace.segments()]
+        self.state.segment_id = self.workspace.segment_id
+
+    def _guarded(self, action: Callable[[], Any]) -> None:
+        try:
+            action()
+            self._refresh_segments()
+        except Exception as exc:  # every user action: banner instead of a traceback; nothing else changes
+            self._show_error(exc)
+
+    def _show_error(self, error: BaseException) -> None:
+        from CTSAM3DLib.mrml_bridge import ClickCancelled
+
+        if isinstance(error, ClickCancelled):
+            self.state.status = "Cancelled: the segment is unchanged."
+            return
+        if not isinstance(error, (ValueError, OSError, RuntimeError)):
+            logger.error("CTSAM3D web error", exc_info=error)
+        self.state.error = str(error) or type(error).__name__
+        self.state.status = "Error: the segments are unchanged."
+
+    def _status_idle(self) -> str:
+        predictor = self.logic.predictor
+        device = getattr(predictor, "device", "no model")
+        return f"{device} | ready" + (" (on a CPU each click takes seconds)" if str(device) == "cpu" else "")
+
+    # ---- cursor read-out (as Slicer's data probe) ----------------------------------------------------
+    def _observe_cursor(self) -> None:
+        crosshair = self.slicer.scene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        crosshair.AddObserver(crosshair.CursorPositionModifiedEvent, lambda node, _event: self._show_probe(node))
+
+    def _show_probe(self, crosshair: Any) -> None:
+        ras = [0.0, 0.0, 0.0]
+        volume = self.workspace.volume_node
+        if volume is None or not crosshair.GetCursorPositionRAS(ras):
+            return
+        from CTSAM3DLib.mrml_bridge import ijk_to_ras_matrix, world_to_local
+
+        local = world_to_local(volume, np.asarray(ras))[0]
+        ijk = np.linalg.solve(ijk_to_ras_matrix(volume), [*local, 1.0])[:3]
+        text = f"R {ras[0]:.1f}  A {ras[1]:.1f}  S {ras[2]:.1f} mm"
+        index = np.round(ijk).astype(int)
+        dims = volume.GetImageData().GetDimensions()
+        if all(0 <= index[a] < dims[a] for a in range(3)):
+            value = volume.GetImageData().GetScalarComponentAsDouble(*[int(v) for v in index], 0)
+            text += f" | voxel ({index[0]}, {index[1]}, {index[2]}) | {value:.0f} HU"
+        if text != self.state.probe:
+            with self.state:
+                self.state.probe = text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one tab's server (called by the gateway's worker process)."""
+    parser = argparse.ArgumentParser(description="One CTSAM3D web session (started by `ctsam3d serve`).")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--image")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--window", type=float, nargs=2)
+    parser.add_argument("--device")
+    parser.add_argument("--cache-bytes", type=int)
+    parser.add_argument("--upload-dir")
+    parser.add_argument("--exit-after", type=int, default=60, help="stop when no page was connected this many s")
+    args = parser.parse_args(argv)
+    sys.argv = sys.argv[:1]  # trame parses the command line too; everything it needs is passed below
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    app = CTSAM3DWebApp(checkpoint=args.checkpoint, window_hu=tuple(args.window) if args.window else None,
+                        device=args.device, cache_bytes=args.cache_bytes, upload_dir=args.upload_dir)
+    app.start_up(args.image)
+    app.server.start(port=args.port, host=args.host, open_browser=False, show_connection_info=False,
+                     timeout=args.exit_after)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
