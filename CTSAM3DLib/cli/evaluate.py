@@ -16,6 +16,7 @@ import numpy as np
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.cli.errors import USER_ERRORS
 from CTSAM3DLib.cli.segment import add_model_args
+from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES
 from CTSAM3DLib.engine.session import SessionConfig
 from CTSAM3DLib.eval.growcut import grow_from_seeds
 from CTSAM3DLib.eval.protocol import BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks
@@ -62,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--first-click", choices=("random", "deepest"), default="random",
                    help="first click: a random voxel of the structure (the paper) or its deepest voxel "
                         "(default: %(default)s)")
-    p.add_argument("--max-patches", type=int, default=SessionConfig().max_patches,
+    p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES,
                    help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random first clicks (default: %(default)s)")

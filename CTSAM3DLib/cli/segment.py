@@ -6,12 +6,15 @@ import argparse
 import logging
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from CTSAM3DLib.api import load_model
-from CTSAM3DLib.engine.session import Session, SessionConfig
+from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES
 from CTSAM3DLib.io.points import PointSpec, parse_point_arg, read_points_file
-from CTSAM3DLib.io.readers import check_mask_path, read_image, write_mask
+
+if TYPE_CHECKING:
+    from CTSAM3DLib.engine.session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="frame of --point values and of files without their own (default: ras, Slicer's world, mm)")
     add_model_args(p)
     p.add_argument("--no-cpp", action="store_true", help="do not expand into neighbouring patches")
-    p.add_argument("--max-patches", type=int, default=SessionConfig().max_patches, metavar="N",
+    p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES, metavar="N",
                    help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
                         "(default: %(default)s)")
     p.add_argument("--output", required=True, help="output mask (uint8, input grid): .nii.gz, .nii, .nrrd, .seg.nrrd "
@@ -64,6 +67,10 @@ def parse_window(text: str) -> tuple[float, float]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``segment``; returns the exit code."""
+    from CTSAM3DLib.api import load_model  # torch and the readers load here, so that --help stays fast
+    from CTSAM3DLib.engine.session import Session, SessionConfig
+    from CTSAM3DLib.io.readers import check_mask_path, read_image, write_mask
+
     points = [parse_point_arg(t, args.coords) for t in args.point]
     if args.points_file:
         points += read_points_file(args.points_file, default_frame=args.coords)

@@ -32,6 +32,8 @@ CORE_MARGIN = 12
 # The 26 neighbour directions (dx, dy, dz), faces first, then edges, then corners.
 NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
     (d for d in itertools.product((-1, 0, 1), repeat=3) if d != (0, 0, 0)), key=lambda d: sum(map(abs, d))))
+# Default patch budget of one click: the clicked patch and its 26 neighbours.
+DEFAULT_MAX_PATCHES = 1 + len(NEIGHBOUR_OFFSETS)
 
 
 def patch_for_click(point_model: np.ndarray, starts: list[IJK]) -> IJK | None:

@@ -55,7 +55,7 @@ class SessionConfig:
     """
 
     use_cpp: bool = True
-    max_patches: int = 27
+    max_patches: int = planning.DEFAULT_MAX_PATCHES
     cpp_min_peak: float = 0.3
     cpp_mode: Literal["network", "geometric"] = "network"
     cache_bytes: int = 1 << 30

@@ -13,7 +13,6 @@ import SimpleITK as sitk
 
 from CTSAM3DLib.cli import demo as cli_demo
 from CTSAM3DLib.cli import evaluate as cli_evaluate
-from CTSAM3DLib.cli import segment as cli_segment
 from CTSAM3DLib.cli.main import build_parser, main
 from CTSAM3DLib.eval.protocol import ClickRecord, EvalResult
 from CTSAM3DLib.eval.report import write_report
@@ -27,7 +26,10 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the input was checked")
 
-    for module in (cli_segment, cli_demo, cli_evaluate):
+    from CTSAM3DLib import api
+
+    monkeypatch.setattr(api, "load_model", refuse)  # segment imports it when it runs
+    for module in (cli_demo, cli_evaluate):
         monkeypatch.setattr(module, "load_model", refuse)
 
 
@@ -36,6 +38,14 @@ def ct_file(tmp_path: Path, sphere_image: tuple[sitk.Image, np.ndarray]) -> Path
     path = tmp_path / "ct.nii.gz"
     sitk.WriteImage(sphere_image[0], str(path))
     return path
+
+
+def test_segment_help_does_not_import_torch() -> None:
+    code = ("import sys\nfrom CTSAM3DLib.cli.main import main\n"
+            "try:\n    main(['segment', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--max-patches" in out and "TORCH False" in out
 
 
 def test_help_and_version_do_not_import_torch() -> None:
