@@ -12,9 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
-from CTSAM3DLib.model.checkpoint import read_checkpoint_file, sha256_of
+from CTSAM3DLib.model.checkpoint import atomic_torch_save, read_checkpoint_file, sha256_of
 
 
 def main(src: str, dst: str) -> None:
@@ -22,8 +20,7 @@ def main(src: str, dst: str) -> None:
     ckpt["model_state_dict"] = {k: v.half() if v.is_floating_point() else v
                                 for k, v in ckpt["model_state_dict"].items()}
     ckpt["provenance"] = dict(ckpt.get("provenance", {}), stored_dtype="float16", bundled_from=Path(src).name)
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, dst)
+    atomic_torch_save(ckpt, Path(dst))
     print(f"{dst}: {Path(dst).stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(dst)}")
 
 
