@@ -88,6 +88,9 @@ class TrainConfig:
             Gaussian at the structure's deepest point, see `CTSAM3DLib.train.losses.cpp_loss`).
         cpp_negative_prob: probability that a sample also gets a negative neighbour W (a patch
             next to U that the structure does not reach) whose CPP target is empty.
+        train_parts: ``"all"`` or ``"cpp"``: train only the CPP sub-network on the frozen segmenter's
+            round-1 predictions (cheap: no backward pass through encoder and decoder), e.g. to give
+            trained segmentation weights a CPP head without changing how they segment.
         pseudo_ratio: fraction of samples drawn from class-agnostic pseudo-structures (supervoxels
             and HU-band regions of the training CTs, `CTSAM3DLib.train.pseudo`) instead of labels.
         splits: dataset splits used for training (subjects without a split are always used).
@@ -144,6 +147,7 @@ class TrainConfig:
     v_prior_prob: float = 0.0
     cpp_loss: str = "mse"
     cpp_negative_prob: float = 0.0
+    train_parts: str = "all"
     pseudo_ratio: float = 0.0
     splits: tuple[str, ...] = ("train",)
     exclude_structures: tuple[str, ...] = ()
@@ -181,6 +185,8 @@ class TrainConfig:
         for name in ("blur_sigma", "thickness_mm", "gamma_range"):
             lo, hi = getattr(self, name)
             need(0 < lo <= hi, f"{name} {getattr(self, name)} needs 0 < min <= max")
+        need(self.train_parts in ("all", "cpp"), f"train_parts must be 'all' or 'cpp', got {self.train_parts!r}")
+        need(self.train_parts == "all" or self.cpp_weight > 0, "train_parts 'cpp' needs cpp_weight > 0")
         need(self.cpp_loss in ("mse", "balanced"), f"cpp_loss must be 'mse' or 'balanced', got {self.cpp_loss!r}")
         need(self.center_jitter <= 20, "center_jitter must be <= 20 voxels (the first click stays in U's core)")
         need(min(self.focal_weight, self.dice_weight, self.cpp_weight, self.grad_clip) >= 0,

@@ -136,17 +136,20 @@ class Algorithm1(nn.Module):
         target = torch.from_numpy(gts[:, None].astype(np.float32)).to(dev)
         points = first_points[:, None, :].astype(np.float32)
         labels = np.ones((n, 1), dtype=np.int64)
-        feats = self.model.encode(images)
+        frozen = cfg.train_parts == "cpp"
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            feats = self.model.encode(images)
         prev: torch.Tensor | None = None
         seg_terms: list[torch.Tensor] = []
         out: dict[str, torch.Tensor] = {}
         cpp = torch.zeros((), device=dev)
         for r in range(cfg.rounds):
-            if r == 0 and v_prior is not None and offsets is not None and v_prior.any():
-                logits = self._first_round_with_prior(feats, points, labels, offsets, v_prior)
-            else:
-                prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev)
-                logits = self.model.decode_logits(feats, prompt)
+            with torch.no_grad() if frozen else contextlib.nullcontext():
+                if r == 0 and v_prior is not None and offsets is not None and v_prior.any():
+                    logits = self._first_round_with_prior(feats, points, labels, offsets, v_prior)
+                else:
+                    prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev)
+                    logits = self.model.decode_logits(feats, prompt)
             seg_terms.append(seg_loss(logits, target, cfg.focal_weight, cfg.dice_weight, cfg.focal_gamma))
             prob = torch.sigmoid(logits.detach().float())
             pred = prob >= 0.5
@@ -427,6 +430,9 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
 
     # ---- model and optimiser ----
     model = build_model(config.variant) if state is not None else _initial_model(config)
+    if config.train_parts == "cpp":  # the segmenter stays exactly as loaded
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith("cpp_predictor."))
     optimizer = make_optimizer(model, config)
     start, wall_before = 0, 0.0
     if state is not None:
@@ -442,6 +448,9 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
         if [str(d) for d in data_dirs] != state.get("data_dirs"):
             logger.warning("Resuming with data folders %s; the run started with %s.", data_dirs, state.get("data_dirs"))
     model.to(dev).train()
+    if config.train_parts == "cpp":  # frozen means frozen: no norm statistics are updated either
+        model.image_encoder.eval()
+        model.mask_decoder.eval()
     for group_state in optimizer.state.values():  # optimizer tensors follow the model's device
         for k, v in group_state.items():
             if isinstance(v, torch.Tensor) and k != "step":

@@ -224,3 +224,17 @@ def test_cli_train(tiny_variant: str, synthetic_data: Path, tmp_path: Path, caps
         gpu = parser.parse_args(["train", "--config", str(config), "--data", str(synthetic_data), "--output",
                                  str(tmp_path / "run4"), "--device", "cuda"])
         assert args.func(gpu) == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_cpp_only_training_leaves_the_segmenter_untouched(tiny_variant: str, synthetic_data: Path,
+                                                           tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    base = train(_tiny_config(tiny_variant, steps=1), [synthetic_data], tmp_path / "base", cache_dir=cache,
+                 progress=False)
+    cfg = _tiny_config(tiny_variant, steps=2, rounds=1, init_checkpoint=str(base), train_parts="cpp",
+                       cpp_loss="balanced", cpp_negative_prob=1.0, lr=1e-2)
+    tuned = train(cfg, [synthetic_data], tmp_path / "cpp", cache_dir=cache, progress=False)
+    before = torch.load(base, weights_only=True)["model_state_dict"]
+    after = torch.load(tuned, weights_only=True)["model_state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("cpp_predictor."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("cpp_predictor."))
