@@ -21,7 +21,6 @@ import numpy as np
 
 from CTSAM3DLib.aliases import IJK
 from CTSAM3DLib.geometry.model_space import PATCH_SIZE
-from CTSAM3DLib.prompts.simulate import interior_depth
 
 # Distance in model voxels between the starts of neighbouring patches.
 STRIDE = 48
@@ -67,15 +66,14 @@ def reaches(mask_zyx: np.ndarray, offset_xyz: IJK) -> bool:
     return bool(mask_zyx[tuple(sl)].any())
 
 
-def slab_click(mask_zyx: np.ndarray, start_u: IJK, start_v: IJK) -> tuple[float, tuple[float, float, float]]:
+def slab_click(depth_zyx: np.ndarray, start_u: IJK, start_v: IJK) -> tuple[float, tuple[float, float, float]]:
     """Network-free CPP: the deepest point of U's mask inside the region U shares with V.
 
-    The depth is U's in-mask Euclidean distance to its background inside U (voxels; the patch
-    border is not background, as the structure may go on beyond it), so the click lands in the
-    middle of the structure where it crosses into V, never on its rim.
-
     Args:
-        mask_zyx: U's binary mask ``(64, 64, 64)`` (z, y, x).
+        depth_zyx: `interior_depth` of U's binary mask ``(64, 64, 64)`` (z, y, x): computed once per
+            U and shared by all its neighbours. The patch border is not background (the structure
+            may go on beyond it), so the click lands in the middle of the structure where it
+            crosses into V, never on its rim.
         start_u: U's start in the model grid (x, y, z).
         start_v: V's start (x, y, z); the patches must overlap.
 
@@ -86,8 +84,7 @@ def slab_click(mask_zyx: np.ndarray, start_u: IJK, start_v: IJK) -> tuple[float,
     hi = [min(u, v) + PATCH_SIZE - u for u, v in zip(start_u, start_v)]
     if any(h <= l for l, h in zip(lo, hi)):
         return 0.0, (0.0, 0.0, 0.0)
-    depth = interior_depth(mask_zyx)
-    region = depth[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+    region = depth_zyx[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
     z, y, x = np.unravel_index(int(np.argmax(region)), region.shape)
     point_u = (x + lo[0], y + lo[1], z + lo[2])
     point_v = tuple(float(p + u - v) for p, u, v in zip(point_u, start_u, start_v))

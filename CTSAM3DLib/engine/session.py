@@ -31,6 +31,7 @@ from CTSAM3DLib.io.readers import check_image, sitk_geometry_matrix, volume_to_s
 from CTSAM3DLib.io.volume import Volume
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.prompts.click import Click
+from CTSAM3DLib.prompts.simulate import interior_depth
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +338,8 @@ class Session:
     def _cpp_ring(self, vol: _VolumeState, patches: dict[IJK, PatchState], pairs: list[tuple[IJK, IJK]]) -> list[IJK]:
         """Prompt neighbours V from their source patches U with CPP; keep those that segment something."""
         if self.config.cpp_mode == "geometric":
-            heat = [planning.slab_click(patches[u].prob >= 0.5, u, v) for v, u in pairs]
+            depths = {u: interior_depth(patches[u].prob >= 0.5) for u in {u for _, u in pairs}}  # once per U
+            heat = [planning.slab_click(depths[u], u, v) for v, u in pairs]
             chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val > 0]
         else:
             heat = vol.runner.cpp_peaks([(u, patches[u].prob >= 0.5, v) for v, u in pairs])

@@ -9,6 +9,7 @@ import torch
 
 from CTSAM3DLib import Predictor, Session, SessionConfig
 from CTSAM3DLib.engine import planning
+from CTSAM3DLib.prompts.simulate import interior_depth
 from CTSAM3DLib.prompts.heatmap import click_maps
 
 
@@ -173,11 +174,12 @@ def test_slab_click_is_the_deepest_point_of_the_mask_where_u_meets_v() -> None:
     mask = np.zeros((64, 64, 64), bool)
     zz, yy = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
     mask[:, :, 20:] = (((yy - 40) ** 2 + (zz - 20) ** 2) <= 49)[:, :, None]  # a tube along +x, axis (y, z) = (40, 20)
-    depth, (x, y, z) = planning.slab_click(mask, (0, 0, 0), (48, 0, 0))
+    depth_map = interior_depth(mask)
+    depth, (x, y, z) = planning.slab_click(depth_map, (0, 0, 0), (48, 0, 0))
     assert depth >= 7 and (y, z) == (40.0, 20.0) and 0 <= x < planning.OVERLAP  # in V's voxels, inside the slab
     assert mask[int(z), int(y), int(x) + 48]
-    assert planning.slab_click(mask, (0, 0, 0), (-48, 0, 0))[0] == 0.0  # the tube does not reach the -x slab
-    assert planning.slab_click(mask, (0, 0, 0), (0, 200, 0))[0] == 0.0  # no overlap at all
+    assert planning.slab_click(depth_map, (0, 0, 0), (-48, 0, 0))[0] == 0.0  # the tube does not reach the -x slab
+    assert planning.slab_click(depth_map, (0, 0, 0), (0, 200, 0))[0] == 0.0  # no overlap at all
 
 
 def test_geometric_cpp_expands_without_the_cpp_network() -> None:

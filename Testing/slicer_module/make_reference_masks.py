@@ -12,7 +12,7 @@ TotalSegmentator mask boundary), found on the grid Slicer loads, so the clicks a
 Slicer. Usage (after the default weights exist and their SHA-256 is recorded)::
 
     python Testing/slicer_module/make_reference_masks.py            # bundled weights, CPU
-    python Testing/slicer_module/make_reference_masks.py --checkpoint other.pt --output /tmp/ref  # try it out
+    python Testing/slicer_module/make_reference_masks.py --checkpoint other.pt --output ref_out  # try it out
 """
 
 from __future__ import annotations
