@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "bdc6eed0f158db6296129ebb9c3b8531b456f22cfd6496a43ce68a72a1819247"
+DEFAULT_WEIGHTS_SHA256 = "a5d38ad401f3c910a954a504f37ce70062b91dbfcc8566677163af7bf77e738b"
 
 
 def resources_dir() -> Path:

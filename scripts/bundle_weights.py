@@ -4,19 +4,24 @@ Floating-point tensors are stored as float16 (half the size: the compact model f
 20 MB budget) and loaded back into the float32 network; provenance is kept and extended.
 Prints the SHA-256 to record in ``CTSAM3DLib/bundled.py``.
 
-Usage: python scripts/bundle_weights.py RUN_DIR/model.pt Resources/weights/ctsam3d_compact.pt
+Usage: python scripts/bundle_weights.py RUN_DIR/model.pt Resources/weights/ctsam3d_compact.pt [--cpp-mode MODE]
+
+``--cpp-mode network|geometric`` records the engine CPP mode the weights were measured best
+with; sessions with ``SessionConfig(cpp_mode="auto")`` (the default) then use it.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 from CTSAM3DLib.model.checkpoint import atomic_torch_save, read_checkpoint_file, sha256_of
 
 
-def main(src: str, dst: str) -> None:
+def main(src: str, dst: str, cpp_mode: str | None = None) -> None:
     ckpt = read_checkpoint_file(src)
+    if cpp_mode is not None:
+        ckpt["cpp_mode"] = cpp_mode
     ckpt["model_state_dict"] = {k: v.half() if v.is_floating_point() else v
                                 for k, v in ckpt["model_state_dict"].items()}
     ckpt["provenance"] = dict(ckpt.get("provenance", {}), stored_dtype="float16", bundled_from=Path(src).name)
@@ -25,4 +30,9 @@ def main(src: str, dst: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--cpp-mode", choices=("network", "geometric"))
+    args = parser.parse_args()
+    main(args.src, args.dst, args.cpp_mode)

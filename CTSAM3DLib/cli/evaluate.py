@@ -56,10 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="also run 3D Slicer's Grow from seeds, with its own simulated clicks (needs the growcut "
                         "extra: pip install 'CTSAM3DLib[growcut]')")
     p.add_argument("--no-cpp", action="store_true", help="do not expand clicks into neighbouring patches")
-    p.add_argument("--cpp-mode", choices=("network", "geometric"), default="network",
-                   help="how CPP picks a neighbour's click: the CPP network's heatmap peak (the paper) or, with no "
-                        "network, the deepest point of the clicked patch's mask in the slab both share "
-                        "(default: %(default)s)")
+    p.add_argument("--cpp-mode", choices=("auto", "network", "geometric"), default="auto",
+                   help="how CPP picks a neighbour's click: the CPP network's heatmap peak (the paper), or, with no "
+                        "network, the deepest point of the clicked patch's mask in the slab both share; auto: the "
+                        "mode the checkpoint recommends, else network (default: %(default)s)")
     p.add_argument("--first-click", choices=("random", "deepest"), default="random",
                    help="first click: a random voxel of the structure (the paper) or its deepest voxel "
                         "(default: %(default)s)")

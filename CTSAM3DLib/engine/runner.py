@@ -78,7 +78,8 @@ class PatchRunner:
                 zeros = np.zeros((PATCH_SIZE,) * 3, dtype=np.float32)
                 stack = np.stack([zeros if p is None else p.astype(np.float32) for p in prevs[sl]])[:, None]
                 prev = torch.from_numpy(stack).to(self.predictor.device)
-            prob = self.predictor.decode(feats, pts, lab, prev)
+            image = torch.cat([e.image for e in entries]) if self.predictor.needs_image else None
+            prob = self.predictor.decode(feats, pts, lab, prev, image=image)
             out.extend(prob[:, 0].to(torch.float16).cpu().numpy())
         return out
 

@@ -47,8 +47,13 @@ class SessionConfig:
         max_patches: most patches one click may create (the clicked one included).
         cpp_min_peak: a neighbour whose CPP heatmap peaks below this gets no click.
         cpp_mode: how a neighbour V gets its click: ``"network"`` (the CPP predictor's heatmap
-            peak, the paper's method) or ``"geometric"`` (no network: the deepest point of U's
-            mask inside the slab U and V share, see `planning.slab_click`).
+            peak, the paper's method), ``"geometric"`` (no network: the deepest point of U's
+            mask inside the slab U and V share, see `planning.slab_click`) or ``"auto"``: the
+            mode the checkpoint was measured best with (``Predictor.info["cpp_mode"]``, set by
+            ``scripts/bundle_weights.py --cpp-mode``), else ``"network"``.
+        cpp_min_depth: geometric mode: a neighbour gets a click only where U's mask reaches at
+            least this deep (model voxels, 1.5 mm) into the slab they share; a leak a few voxels
+            thick then stays home, an organ crossing into V does not.
         cache_bytes: memory budget of the encoder-feature cache.
         batch_size: patches per forward pass during CPP expansion.
         history_bytes: memory budget of the undo/redo history of all targets together; when
@@ -58,7 +63,8 @@ class SessionConfig:
     use_cpp: bool = True
     max_patches: int = planning.DEFAULT_MAX_PATCHES
     cpp_min_peak: float = 0.3
-    cpp_mode: Literal["network", "geometric"] = "network"
+    cpp_mode: Literal["auto", "network", "geometric"] = "auto"
+    cpp_min_depth: float = 1.0
     cache_bytes: int = 1 << 30
     batch_size: int = 8
     history_bytes: int = 256 << 20
@@ -114,6 +120,13 @@ class Session:
         self.last_change: BBox3D | None = None
         self.last_stats: dict[str, float] = {}
         self._seed_image: sitk.Image | None = None  # during a click on a seeded target: its mask, for prev masks
+
+    @property
+    def cpp_mode(self) -> str:
+        """The CPP mode in use: ``config.cpp_mode``, with ``"auto"`` resolved from the checkpoint."""
+        if self.config.cpp_mode != "auto":
+            return self.config.cpp_mode
+        return resolve_cpp_mode(getattr(self.predictor, "info", {}))
 
     # ---- image and targets -------------------------------------------------------------
     def set_volume(self, volume: Volume | sitk.Image) -> None:
@@ -337,10 +350,10 @@ class Session:
 
     def _cpp_ring(self, vol: _VolumeState, patches: dict[IJK, PatchState], pairs: list[tuple[IJK, IJK]]) -> list[IJK]:
         """Prompt neighbours V from their source patches U with CPP; keep those that segment something."""
-        if self.config.cpp_mode == "geometric":
+        if self.cpp_mode == "geometric":
             depths = {u: interior_depth(patches[u].prob >= 0.5) for u in {u for _, u in pairs}}  # once per U
             heat = [planning.slab_click(depths[u], u, v) for v, u in pairs]
-            chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val > 0]
+            chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_depth]
         else:
             heat = vol.runner.cpp_peaks([(u, patches[u].prob >= 0.5, v) for v, u in pairs])
             chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_peak]
@@ -425,3 +438,9 @@ def _snapshot_bytes(stored: TargetSnapshot, other: TargetSnapshot) -> int:
 
 def _fmt(values: np.ndarray) -> str:
     return ", ".join(f"{float(v):.1f}" for v in values)
+
+
+def resolve_cpp_mode(info: Mapping[str, object]) -> str:
+    """The CPP mode a checkpoint recommends (``info["cpp_mode"]``), or the paper's ``"network"``."""
+    mode = info.get("cpp_mode")
+    return mode if mode in ("network", "geometric") else "network"  # type: ignore[return-value]

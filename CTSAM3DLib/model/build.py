@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from monai.networks.layers import Norm
 from monai.networks.nets import UNet
 
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
-from CTSAM3DLib.model.decoder import DecoderConfig, PSAPDecoder
+from CTSAM3DLib.model.decoder import GEODESIC_PROMPT_CHANNELS, DecoderConfig, PSAPDecoder
 from CTSAM3DLib.model.encoder import EncoderConfig, ResTEncoder
 
 # Channel widths of the decoder inputs (channel mappers) in the release.
@@ -34,17 +36,20 @@ def _release(dims: tuple[int, int, int, int], depths: tuple[int, int, int, int],
                    (16, 32, 64, 128, 256), 2, 1)
 
 
-# Name -> variant. "compact" is ours: same interfaces, ~30x cheaper decoder, CPP at half resolution.
+_COMPACT_ENCODER = EncoderConfig((32, 64, 128, 256), (1, 1, 2, 1), _HEADS, (16, 32, 64, 128))
+
+# Name -> variant. "compact" is ours: same interfaces, ~30x cheaper decoder, CPP at half resolution;
+# "compact_geo" is "compact" whose decoder also reads geodesic click maps (`prompts.geodesic`).
 VARIANTS: dict[str, Variant] = {
     "restv2_tiny": _release((96, 192, 384, 768), (1, 2, 6, 2)),
     "restv2_small": _release((96, 192, 384, 768), (1, 2, 12, 2)),
     "restv2_base": _release((96, 192, 384, 768), (1, 3, 16, 3)),
     "restv2_large": _release((128, 256, 512, 1024), (2, 3, 16, 2), (2, 4, 8, 16)),
-    "compact": Variant(EncoderConfig((32, 64, 128, 256), (1, 1, 2, 1), _HEADS, (16, 32, 64, 128)),
-                       DecoderConfig.compact(), (8, 16, 32, 64), 1, 2),
+    "compact": Variant(_COMPACT_ENCODER, DecoderConfig.compact(), (8, 16, 32, 64), 1, 2),
+    "compact_geo": Variant(_COMPACT_ENCODER, DecoderConfig.compact(GEODESIC_PROMPT_CHANNELS), (8, 16, 32, 64), 1, 2),
 }
 # The variant used by the bundled default weights.
-DEFAULT_VARIANT = "compact"
+DEFAULT_VARIANT = "compact_geo"
 
 
 def build_model(variant: str = DEFAULT_VARIANT) -> CTSAM3D:
@@ -59,3 +64,26 @@ def build_model(variant: str = DEFAULT_VARIANT) -> CTSAM3D:
     cpp = UNet(spatial_dims=3, in_channels=3, out_channels=1, channels=v.cpp_channels,
                strides=(2,) * (len(v.cpp_channels) - 1), num_res_units=v.cpp_res_units, norm=Norm.INSTANCE)
     return CTSAM3D(ResTEncoder(v.encoder), PSAPDecoder(v.decoder), cpp, cpp_scale=v.cpp_scale)
+
+
+def grown(model: CTSAM3D, variant: str) -> CTSAM3D:
+    """A ``variant`` network holding ``model``'s weights, for a variant that only adds layers.
+
+    The added layers (the geodesic-map convolutions of ``compact_geo`` on a ``compact`` network)
+    start at zero, so the new network predicts exactly what ``model`` did until training
+    teaches it to use them.
+
+    Raises:
+        ValueError: ``variant`` lacks one of ``model``'s weights or has it in another shape.
+    """
+    target = build_model(variant)
+    own, src = target.state_dict(), model.state_dict()
+    missing = sorted(set(src) - set(own))
+    wrong = sorted(k for k in set(src) & set(own) if src[k].shape != own[k].shape)
+    if missing or wrong:
+        raise ValueError(f"variant {variant!r} is not this network plus new layers: "
+                         f"{len(missing)} of its weights are missing ({missing[:2]}), {len(wrong)} differ in shape "
+                         f"({wrong[:2]})")
+    state = {k: src[k] if k in src else torch.zeros_like(v) for k, v in own.items()}
+    target.load_state_dict(state, strict=True)
+    return target

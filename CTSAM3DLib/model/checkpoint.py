@@ -7,7 +7,8 @@ code. The release's ``config.py`` (which holds the intensity window) is parsed w
 Our format (``FORMAT_NAME``, version ``FORMAT_VERSION``) is a dict of plain types::
 
     {"format": "ctsam3d", "format_version": 1, "variant": "compact",
-     "window_hu": [min, max], "model_state_dict": {...}, "provenance": {...}}
+     "window_hu": [min, max], "model_state_dict": {...}, "provenance": {...},
+     "cpp_mode": "geometric"}   # optional: the engine's CPP mode the weights are best with
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from CTSAM3DLib.io.atomic import atomic_write
 from CTSAM3DLib.model.build import VARIANTS, build_model
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
+from CTSAM3DLib.model.decoder import GEODESIC_PROMPT_CHANNELS, PROMPT_CHANNELS
 
 # Marker stored in our checkpoints.
 FORMAT_NAME = "ctsam3d"
@@ -78,8 +80,10 @@ def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
         len({k.split(".")[2] for k in state_dict if k.startswith(f"image_encoder.stage{i}.")}) for i in range(1, 5)
     )
     mapped = int(state_dict.get("image_encoder.channel_mapper1.weight", torch.empty(0)).shape[0])
+    prompt_channels = GEODESIC_PROMPT_CHANNELS if any(".mlp_geodesic." in k for k in state_dict) else PROMPT_CHANNELS
     for name, v in VARIANTS.items():
-        if v.encoder.embed_dims == dims and v.encoder.depths == depths and v.encoder.out_channels[0] == mapped:
+        if (v.encoder.embed_dims == dims and v.encoder.depths == depths and v.encoder.out_channels[0] == mapped
+                and v.decoder.prompt_channels == prompt_channels):
             return name
     raise CheckpointError(f"Checkpoint has an unknown layout: encoder widths {dims}, depths {depths} match no variant "
                           f"of {sorted(VARIANTS)}.")
@@ -201,6 +205,8 @@ def load_network(path: str | Path, window_hu: tuple[float, float] | None = None
     model = build_model(variant)
     state_dict_into(model, sd)
     info = {"format": FORMAT_NAME if is_ours else "release", "provenance": dict(ckpt.get("provenance", {}))}
+    if is_ours and ckpt.get("cpp_mode") in ("network", "geometric"):
+        info["cpp_mode"] = str(ckpt["cpp_mode"])  # the engine's CPP mode these weights were measured best with
     return model.eval(), variant, window, info
 
 

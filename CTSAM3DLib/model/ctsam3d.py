@@ -33,16 +33,21 @@ class CTSAM3D(nn.Module):
         self.cpp_predictor = cpp_predictor
         self.cpp_scale = cpp_scale
 
+    @property
+    def prompt_channels(self) -> int:
+        """3 for ``[Y, P, N]``; 5 when the decoder also reads geodesic maps ``[Gp, Gn]``."""
+        return self.mask_decoder.prompt_channels
+
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Encode ``image [B, 1, 64, 64, 64]`` in [0, 1] into the decoder's skip features."""
         return self.image_encoder(image)
 
     def decode_logits(self, feats: list[torch.Tensor], prompt: torch.Tensor) -> torch.Tensor:
-        """Mask logits ``[B, 1, 64, 64, 64]`` from features and the ``[Y, P, N]`` prompt."""
+        """Mask logits ``[B, 1, 64, 64, 64]`` from features and the ``[Y, P, N]`` (+ ``[Gp, Gn]``) prompt."""
         return self.mask_decoder(feats, prompt)
 
     def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-        """Full pass: mask logits for ``image [B,1,64^3]`` and ``prompt [B,3,64^3]``."""
+        """Full pass: mask logits for ``image [B,1,64^3]`` and ``prompt [B,prompt_channels,64^3]``."""
         return self.decode_logits(self.encode(image), prompt)
 
     def predict_cpp(self, image_u: torch.Tensor, mask_u: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:

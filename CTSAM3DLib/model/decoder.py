@@ -22,8 +22,16 @@ from torch import nn
 
 from CTSAM3DLib.model.layers import Conv3d, conv3d
 
-# Number of prompt channels: previous mask Y, positive map P, negative map N.
+# Number of prompt channels: previous mask Y, positive map P, negative map N (+ geodesic Gp, Gn
+# in the ``compact_geo`` variant, see `CTSAM3DLib.prompts.geodesic`).
 PROMPT_CHANNELS = 3
+GEODESIC_PROMPT_CHANNELS = 5
+# Fixed gain on the geodesic maps' convolution: with Adam a weight moves about lr per step, so
+# the gain lets geodesic inputs grown from zero (on a trained `compact` network) reach the
+# scale of the other prompt inputs in ~100 steps instead of ~1,000 (a learning-rate multiplier
+# that needs no optimiser settings). Fresh weights are divided by it, so the initial scale is
+# the usual one.
+GEODESIC_GAIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,8 @@ class DecoderConfig:
     """Widths of the five decoder stages, coarse (2^3) to fine (32^3), and the head.
 
     ``block_channels[i]`` is the PSAP width at stage i (after the skip concat),
-    ``up_channels[i]`` the output width of the i-th transposed conv (up5 -> 64^3).
+    ``up_channels[i]`` the output width of the i-th transposed conv (up5 -> 64^3),
+    ``prompt_channels`` 3 for ``[Y, P, N]`` or 5 with the geodesic maps ``[Gp, Gn]``.
     """
 
     skip_channels: tuple[int, int, int, int]
@@ -41,6 +50,7 @@ class DecoderConfig:
     kernel: tuple[int, int, int, int, int]
     head_kernel: int
     with_quality_head: bool
+    prompt_channels: int = PROMPT_CHANNELS
 
     @staticmethod
     def release() -> DecoderConfig:
@@ -49,10 +59,10 @@ class DecoderConfig:
                              (128,) * 5, (3,) * 5, 3, True)
 
     @staticmethod
-    def compact() -> DecoderConfig:
+    def compact(prompt_channels: int = PROMPT_CHANNELS) -> DecoderConfig:
         """Our CPU decoder: narrow, k3 modulation up to 16^3, 1x1 at 32^3, 1x1 head."""
         return DecoderConfig((16, 32, 64, 128), (128, 128, 64, 32, 16), (64, 32, 16, 16, 8),
-                             (32, 32, 32, 16, 16), (3, 3, 3, 3, 1), 1, False)
+                             (32, 32, 32, 16, 16), (3, 3, 3, 3, 1), 1, False, prompt_channels)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -97,21 +107,36 @@ class SPADE(nn.Module):
     SPARSE_MAX_FRACTION = 0.5
     SPARSE_MIN_MACS = 5e8
 
-    def __init__(self, channels: int, hidden: int, kernel: int) -> None:
+    def __init__(self, channels: int, hidden: int, kernel: int, prompt_channels: int = PROMPT_CHANNELS) -> None:
         super().__init__()
         pad = kernel // 2
         self.pad = pad
         self.norm = nn.InstanceNorm3d(channels, affine=False)
         self.mlp_shared = nn.Sequential(Conv3d(PROMPT_CHANNELS, hidden, kernel, padding=pad), nn.ReLU())
+        # the geodesic maps [Gp, Gn] enter through their own convolution, added before the ReLU
+        self.mlp_geodesic: Conv3d | None = None
+        if prompt_channels == GEODESIC_PROMPT_CHANNELS:
+            self.mlp_geodesic = Conv3d(prompt_channels - PROMPT_CHANNELS, hidden, kernel, padding=pad, bias=False)
+            with torch.no_grad():
+                self.mlp_geodesic.weight.div_(GEODESIC_GAIN)
+        elif prompt_channels != PROMPT_CHANNELS:
+            raise ValueError(f"prompt_channels must be {PROMPT_CHANNELS} or {GEODESIC_PROMPT_CHANNELS}, "
+                             f"got {prompt_channels}")
         self.mlp_gamma = Conv3d(hidden, channels, kernel, padding=pad)
         self.mlp_beta = Conv3d(hidden, channels, kernel, padding=pad)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
         if prompt.shape[2:] != x.shape[2:]:
             prompt = F.interpolate(prompt, size=x.shape[2:], mode="trilinear", align_corners=False)
-        mod = self._sparse_modulation(prompt) if prompt.device.type == "cpu" and not torch.is_grad_enabled() else None
+        mod = None
+        if self.mlp_geodesic is None and prompt.device.type == "cpu" and not torch.is_grad_enabled():
+            mod = self._sparse_modulation(prompt)  # geodesic maps are dense: no shortcut for them
         if mod is None:
-            act = self.mlp_shared(prompt)
+            if self.mlp_geodesic is None:
+                act = self.mlp_shared(prompt)
+            else:
+                pre = self.mlp_shared[0](prompt[:, :PROMPT_CHANNELS])
+                act = self.mlp_shared[1](pre + GEODESIC_GAIN * self.mlp_geodesic(prompt[:, PROMPT_CHANNELS:]))
             mod = self.mlp_gamma(act), self.mlp_beta(act)
         gamma, beta = mod
         return self.norm(x) * (1 + gamma) + beta
@@ -164,11 +189,11 @@ class SPADE(nn.Module):
 class PSAPBlock(nn.Module):
     """SPADE residual block: x + conv(act(SPADE(conv(act(SPADE(x))))))."""
 
-    def __init__(self, channels: int, hidden: int, kernel: int) -> None:
+    def __init__(self, channels: int, hidden: int, kernel: int, prompt_channels: int = PROMPT_CHANNELS) -> None:
         super().__init__()
-        self.norm_0 = SPADE(channels, hidden, kernel)
+        self.norm_0 = SPADE(channels, hidden, kernel, prompt_channels)
         self.conv_0 = Conv3d(channels, channels, 3, padding=1)
-        self.norm_1 = SPADE(channels, hidden, kernel)
+        self.norm_1 = SPADE(channels, hidden, kernel, prompt_channels)
         self.conv_1 = Conv3d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
@@ -197,8 +222,9 @@ class PSAPDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
         blk, up = cfg.block_channels, cfg.up_channels
+        self.prompt_channels = cfg.prompt_channels
         for i in range(5):
-            setattr(self, f"spade{i + 1}", PSAPBlock(blk[i], cfg.hidden[i], cfg.kernel[i]))
+            setattr(self, f"spade{i + 1}", PSAPBlock(blk[i], cfg.hidden[i], cfg.kernel[i], cfg.prompt_channels))
             nxt = blk[i + 1] - (cfg.skip_channels[2 - i] if i < 3 else 0) if i < 4 else None
             cout = up[i]
             if nxt is not None and nxt != cout:
@@ -214,7 +240,7 @@ class PSAPDecoder(nn.Module):
 
         Args:
             feats: encoder maps, fine to coarse.
-            prompt: ``[B, 3, 64, 64, 64]`` in the order [Y, P, N].
+            prompt: ``[B, prompt_channels, 64, 64, 64]`` in the order [Y, P, N] (+ [Gp, Gn]).
         """
         f1, f2, f3, f4 = feats
         x = self.spade1(f4, prompt)

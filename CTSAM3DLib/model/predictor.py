@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
+from CTSAM3DLib.model.decoder import PROMPT_CHANNELS
 from CTSAM3DLib.prompts.heatmap import prompt_tensor
 
 
@@ -91,10 +92,21 @@ class Predictor:
         with self._mode():
             return self.model.encode(image.to(self.device))
 
+    @property
+    def needs_image(self) -> bool:
+        """True when ``decode`` needs the patch pixels (geodesic prompts, variant ``compact_geo``)."""
+        return self.model.prompt_channels > PROMPT_CHANNELS
+
     def decode(self, feats: list[torch.Tensor], points: torch.Tensor, labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Probabilities ``[B, 1, 64^3]`` from cached features and clicks (see ``predict_patch``)."""
-        prompt = prompt_tensor(points.to(self.device), labels.to(self.device), prev_mask, size=64)
+               prev_mask: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+        """Probabilities ``[B, 1, 64^3]`` from cached features and clicks (see ``predict_patch``).
+
+        ``image`` (the scaled patches) is needed, and only used, when ``needs_image``.
+        """
+        if self.needs_image and image is None:
+            raise ValueError(f"variant {self.variant!r} reads geodesic click maps: decode() needs the patch image")
+        image = image.to(self.device) if self.needs_image and image is not None else None
+        prompt = prompt_tensor(points.to(self.device), labels.to(self.device), prev_mask, size=64, image=image)
         with self._mode():
             return torch.sigmoid(self.model.decode_logits(feats, prompt).float())
 
@@ -118,4 +130,4 @@ class Predictor:
         """
         if image.ndim != 5 or tuple(image.shape[1:]) != (1, 64, 64, 64):
             raise ValueError(f"image must be [B,1,64,64,64]; got {tuple(image.shape)}")
-        return self.decode(self.encode(image), points, labels, prev_mask)
+        return self.decode(self.encode(image), points, labels, prev_mask, image)

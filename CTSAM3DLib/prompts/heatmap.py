@@ -17,6 +17,8 @@ import functools
 import numpy as np
 import torch
 
+from CTSAM3DLib.prompts.geodesic import geodesic_maps
+
 # Gaussian radius in voxels (kernel side 2 * radius + 1).
 RADIUS_VOX = 8
 # Gaussian standard deviation in voxels.
@@ -79,7 +81,8 @@ def click_maps(points: torch.Tensor, labels: torch.Tensor, size: int | tuple[int
 
 
 def prompt_tensor(
-    points: torch.Tensor, labels: torch.Tensor, prev_mask: torch.Tensor | None, size: int = 64
+    points: torch.Tensor, labels: torch.Tensor, prev_mask: torch.Tensor | None, size: int = 64,
+    image: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Build the decoder prompt ``[B, 3, D, H, W]`` in the release order ``[Y, P, N]``.
 
@@ -88,10 +91,15 @@ def prompt_tensor(
         labels: int ``[B, N]`` (1 / 0 / -1).
         prev_mask: previous probabilities ``[B, 1, D, H, W]`` in [0, 1], or None (zeros).
         size: patch side.
+        image: the patches ``[B, 1, D, H, W]`` in [0, 1] for a model with geodesic prompts
+            (``compact_geo``): the geodesic maps ``[Gp, Gn]`` are appended (``[B, 5, ...]``).
     """
     pn = click_maps(points, labels, size)
     if prev_mask is None:
         prev = torch.zeros_like(pn[:, :1])
     else:
         prev = prev_mask.to(device=pn.device, dtype=pn.dtype)
-    return torch.cat([prev, pn], dim=1)
+    parts = [prev, pn]
+    if image is not None:
+        parts.append(geodesic_maps(image.to(pn.device), points, labels))
+    return torch.cat(parts, dim=1)

@@ -44,9 +44,10 @@ from torch.nn.parallel import DistributedDataParallel
 from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM
 from CTSAM3DLib.io.atomic import atomic_write_text
 from CTSAM3DLib.io.datasets import DataIssue, log_issues, scan_datasets, scan_unlabeled
-from CTSAM3DLib.model.build import build_model
+from CTSAM3DLib.model.build import build_model, grown
 from CTSAM3DLib.model.checkpoint import atomic_torch_save, load_network, save_checkpoint
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
+from CTSAM3DLib.model.decoder import PROMPT_CHANNELS
 from CTSAM3DLib.model.predictor import resolve_device
 from CTSAM3DLib.prompts.heatmap import prompt_tensor
 from CTSAM3DLib.prompts.simulate import next_click
@@ -137,6 +138,7 @@ class Algorithm1(nn.Module):
         points = first_points[:, None, :].astype(np.float32)
         labels = np.ones((n, 1), dtype=np.int64)
         frozen = cfg.train_parts == "cpp"
+        geo_images = images if self.model.prompt_channels > PROMPT_CHANNELS else None
         with torch.no_grad() if frozen else contextlib.nullcontext():
             feats = self.model.encode(images)
         prev: torch.Tensor | None = None
@@ -146,9 +148,10 @@ class Algorithm1(nn.Module):
         for r in range(cfg.rounds):
             with torch.no_grad() if frozen else contextlib.nullcontext():
                 if r == 0 and v_prior is not None and offsets is not None and v_prior.any():
-                    logits = self._first_round_with_prior(feats, points, labels, offsets, v_prior)
+                    logits = self._first_round_with_prior(feats, geo_images, points, labels, offsets, v_prior)
                 else:
-                    prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev)
+                    prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev,
+                                           image=geo_images)
                     logits = self.model.decode_logits(feats, prompt)
             seg_terms.append(seg_loss(logits, target, cfg.focal_weight, cfg.dice_weight, cfg.focal_gamma))
             prob = torch.sigmoid(logits.detach().float())
@@ -165,18 +168,24 @@ class Algorithm1(nn.Module):
         out.update(loss=seg + cfg.cpp_weight * cpp, seg_loss=seg.detach(), cpp_loss=cpp.detach())
         return out
 
-    def _first_round_with_prior(self, feats: list[torch.Tensor], points: np.ndarray, labels: np.ndarray,
-                                offsets: np.ndarray, v_prior: np.ndarray) -> torch.Tensor:
-        """Round 1 for U, then for V with U's probabilities (shifted into V) as V's previous mask."""
+    def _first_round_with_prior(self, feats: list[torch.Tensor], images: torch.Tensor | None, points: np.ndarray,
+                                labels: np.ndarray, offsets: np.ndarray, v_prior: np.ndarray) -> torch.Tensor:
+        """Round 1 for U, then for V with U's probabilities (shifted into V) as V's previous mask.
+
+        ``images`` are the patches for geodesic prompts (None for a model without them).
+        """
         dev = feats[0].device
         half = points.shape[0] // 2
         pts, labs = torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev)
-        logits_u = self.model.decode_logits([f[:half] for f in feats], prompt_tensor(pts[:half], labs[:half], None))
+        img_u, img_v = (None, None) if images is None else (images[:half], images[half:])
+        logits_u = self.model.decode_logits([f[:half] for f in feats],
+                                            prompt_tensor(pts[:half], labs[:half], None, image=img_u))
         prob_u = torch.sigmoid(logits_u.detach().float())
         prior = torch.zeros_like(prob_u)
         for i in np.flatnonzero(v_prior):
             prior[i] = shift_patch(prob_u[i], offsets[i])
-        logits_v = self.model.decode_logits([f[half:] for f in feats], prompt_tensor(pts[half:], labs[half:], prior))
+        logits_v = self.model.decode_logits([f[half:] for f in feats],
+                                            prompt_tensor(pts[half:], labs[half:], prior, image=img_v))
         return torch.cat([logits_u, logits_v])
 
     def _cpp(self, images: torch.Tensor, pred: torch.Tensor, gts: np.ndarray, images_w: torch.Tensor | None,
@@ -527,8 +536,14 @@ def _initial_model(config: TrainConfig) -> CTSAM3D:
         return build_model(config.variant)
     model, variant, _, _ = load_network(config.init_checkpoint, window_hu=config.window_hu)
     if variant != config.variant:
-        raise ValueError(f"init_checkpoint {config.init_checkpoint} holds variant {variant!r} but the config says "
-                         f"variant {config.variant!r}; set variant: {variant}.")
+        try:
+            model = grown(model, config.variant)
+        except ValueError:
+            raise ValueError(f"init_checkpoint {config.init_checkpoint} holds variant {variant!r} but the config says "
+                             f"variant {config.variant!r}; set variant: {variant}.") from None
+        logger.info("Fine-tuning from %s (variant %s, grown to %s: the new layers start at zero).",
+                    config.init_checkpoint, variant, config.variant)
+        return model
     logger.info("Fine-tuning from %s (variant %s).", config.init_checkpoint, variant)
     return model
 

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from CTSAM3DLib import bundled, load_model
 from CTSAM3DLib.cli.main import main
 from CTSAM3DLib.eval.metrics import dice
+from CTSAM3DLib.model.build import DEFAULT_VARIANT
 from CTSAM3DLib.model.checkpoint import CheckpointError
 
 # Liver DSC after one click (CPP on) that the bundled weights must clear: a random model scores 0.000 here,
@@ -21,7 +22,7 @@ LIVER_DSC_FLOOR = 0.08
 
 def test_default_weights_load_with_verified_checksum() -> None:
     predictor = load_model()
-    assert predictor.variant == "compact"
+    assert predictor.variant == DEFAULT_VARIANT
     assert predictor.info["provenance"].get("steps", 0) > 0
 
 

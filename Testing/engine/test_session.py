@@ -18,6 +18,7 @@ class ThresholdOracle:
 
     device = torch.device("cpu")
     window_hu = (-1000.0, 1000.0)
+    needs_image = False
 
     def __init__(self) -> None:
         self.cpp_calls = 0
@@ -28,7 +29,7 @@ class ThresholdOracle:
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
         return [image]
 
-    def decode(self, feats, points, labels, prev_mask=None) -> torch.Tensor:  # noqa: ANN001
+    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
         return (feats[0] > 0.525).float()
 
     def cpp(self, image_u, mask_u, image_v) -> torch.Tensor:  # noqa: ANN001
@@ -191,3 +192,36 @@ def test_geometric_cpp_expands_without_the_cpp_network() -> None:
     assert oracle.cpp_calls == 0 and s.last_stats["cpp_patches"] >= 6
     mask = s.mask().astype(bool)
     assert (gt & ~mask).sum() <= 0.002 * gt.sum() and (mask & ~gt).sum() <= 0.002 * gt.sum()
+
+
+def test_geodesic_variant_decodes_with_the_pixels_of_the_patch_it_encoded(sphere_image) -> None:  # noqa: ANN001
+    from CTSAM3DLib import build_model
+
+    torch.manual_seed(0)
+    predictor = Predictor(build_model("compact_geo"), "compact_geo", (-1000.0, 1000.0))
+    encoded: list[torch.Tensor] = []
+    decoded: list[torch.Tensor] = []
+    encode, decode = predictor.encode, predictor.decode
+    predictor.encode = lambda image: encoded.append(image.clone()) or encode(image)  # type: ignore[method-assign]
+    predictor.decode = lambda *a, image=None, **k: decoded.append(image.clone()) or decode(*a, image=image, **k)  # type: ignore[method-assign]
+    s = Session(predictor, SessionConfig(use_cpp=False))
+    s.set_volume(sphere_image[0])
+    s.add_click((45, 40, 20))
+    s.add_click((47, 41, 20), is_positive=False)
+    assert len(encoded) == 1 and len(decoded) == 2
+    assert all(torch.equal(d, encoded[0]) for d in decoded)
+
+
+def test_auto_cpp_mode_follows_the_checkpoint(tmp_path, random_predictor: Predictor) -> None:  # noqa: ANN001
+    from CTSAM3DLib import build_model, load_model
+    from CTSAM3DLib.model.checkpoint import read_checkpoint_file, save_checkpoint
+
+    assert Session(random_predictor).cpp_mode == "network"  # no recommendation: the paper's CPP
+    save_checkpoint(tmp_path / "m.pt", build_model("compact"), "compact", (-1000.0, 1000.0))
+    ckpt = read_checkpoint_file(tmp_path / "m.pt")
+    torch.save(dict(ckpt, cpp_mode="geometric"), tmp_path / "geo.pt")
+    predictor = load_model(tmp_path / "geo.pt")
+    assert Session(predictor).cpp_mode == "geometric"
+    assert Session(predictor, SessionConfig(cpp_mode="network")).cpp_mode == "network"
+    torch.save(dict(ckpt, cpp_mode="os.system('x')"), tmp_path / "odd.pt")  # unknown values are ignored
+    assert Session(load_model(tmp_path / "odd.pt")).cpp_mode == "network"

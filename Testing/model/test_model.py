@@ -70,3 +70,40 @@ def test_compact_forward_backward_and_determinism() -> None:
     with torch.inference_mode():
         a, b = m(x, prompt), m(x, prompt)
     assert torch.equal(a, b)
+
+
+def test_compact_geo_grown_from_compact_predicts_the_same_until_trained() -> None:
+    from CTSAM3DLib import Predictor
+    from CTSAM3DLib.model.build import grown
+
+    torch.manual_seed(0)
+    compact = build_model("compact")
+    geo = grown(compact, "compact_geo")
+    assert compact.prompt_channels == 3 and geo.prompt_channels == 5
+    image = torch.rand(2, 1, 64, 64, 64)
+    pts, lab = torch.tensor([[[30.0, 30.0, 30.0]], [[10.0, 50.0, 20.0]]]), torch.ones(2, 1, dtype=torch.long)
+    a = Predictor(compact, "compact", (-1000.0, 1000.0)).predict_patch(image, pts, lab)
+    pg = Predictor(geo, "compact_geo", (-1000.0, 1000.0))
+    assert pg.needs_image
+    assert torch.equal(a, pg.predict_patch(image, pts, lab))
+    with pytest.raises(ValueError, match="geodesic"):
+        pg.decode(pg.encode(image), pts, lab)
+    # the geodesic inputs are live: other weights there give another prediction
+    with torch.no_grad():
+        geo.mask_decoder.spade5.norm_0.mlp_geodesic.weight[:] = 0.1
+    assert not torch.equal(a, pg.predict_patch(image, pts, lab))
+    with pytest.raises(ValueError, match="not this network plus new layers"):
+        grown(compact, "restv2_tiny")
+
+
+def test_compact_geo_checkpoint_round_trip_and_detection(tmp_path: Path) -> None:
+    from CTSAM3DLib.model.checkpoint import detect_variant, load_network, save_checkpoint
+
+    torch.manual_seed(1)
+    geo = build_model("compact_geo")
+    save_checkpoint(tmp_path / "geo.pt", geo, "compact_geo", (-1000.0, 1000.0))
+    loaded, variant, _, _ = load_network(tmp_path / "geo.pt")
+    assert variant == "compact_geo"
+    assert all(torch.equal(a, b) for a, b in zip(geo.state_dict().values(), loaded.state_dict().values()))
+    assert detect_variant(geo.state_dict()) == "compact_geo"
+    assert detect_variant(build_model("compact").state_dict()) == "compact"

@@ -33,6 +33,7 @@ class StubPredictor:
     def __init__(self, radius_vox: float = 6.0, delay_s: float = 0.0) -> None:
         self.device = torch.device("cpu")
         self.variant, self.window_hu, self.info, self.use_amp = "stub", (-1000.0, 1000.0), {"stub": True}, False
+        self.needs_image = False
         self.radius_vox = float(radius_vox)
         self.delay_s = float(delay_s)
         self.decode_calls = 0
@@ -46,7 +47,7 @@ class StubPredictor:
         return [torch.zeros(image.shape[0], 1)]
 
     def decode(self, feats: list[torch.Tensor], points: torch.Tensor, labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None) -> torch.Tensor:
+               prev_mask: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
         time.sleep(self.delay_s)
         self.decode_calls += 1
         for b in range(points.shape[0]):

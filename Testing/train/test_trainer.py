@@ -41,6 +41,8 @@ def test_corrective_clicks_pick_the_farthest_error_point() -> None:
 class _StubNet(nn.Module):
     """Encoder/decoder stand-in with fixed predictions; records every prompt it is given."""
 
+    prompt_channels = 3
+
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.zeros(()))
@@ -179,6 +181,28 @@ def test_a_new_config_stage_starts_from_the_last_stage_and_resumes_exactly(tiny_
     assert info["provenance"]["init_checkpoint"] == str(stage1)
     record = json.loads((tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"cpp_peak_pos", "cpp_peak_neg", "cpp_hit"} <= set(record)
+
+
+def test_a_geodesic_stage_grows_a_plain_checkpoint_and_starts_where_it_was(tiny_variant: str, synthetic_data: Path,
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from CTSAM3DLib.model import build
+
+    geo_name = tiny_variant + "_geo"
+    tiny = build.VARIANTS[tiny_variant]
+    monkeypatch.setitem(build.VARIANTS, geo_name, replace(tiny, decoder=replace(tiny.decoder, prompt_channels=5)))
+    cache = tmp_path / "cache"
+    stage1 = train(_tiny_config(tiny_variant, steps=1), [synthetic_data], tmp_path / "s1", cache_dir=cache,
+                   progress=False)
+    cfg = _tiny_config(tiny_variant, steps=1, init_checkpoint=str(stage1), seed=11)
+    train(cfg, [synthetic_data], tmp_path / "plain", cache_dir=cache, progress=False)
+    geo = train(cfg.replace(variant=geo_name), [synthetic_data], tmp_path / "geo", cache_dir=cache, progress=False)
+    # zero-initialised geodesic inputs: the same batch gives the same loss as the plain network
+    assert _losses(tmp_path / "geo")[1] == pytest.approx(_losses(tmp_path / "plain")[1], rel=1e-5)
+    model, variant, _, _ = load_network(geo)
+    assert variant == geo_name and model.prompt_channels == 5
 
 
 def test_loss_goes_down_fast(tiny_variant: str, synthetic_data: Path, tmp_path: Path) -> None:
