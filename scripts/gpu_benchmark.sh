@@ -32,8 +32,9 @@ with tarfile.open(sys.argv[2], 'w:xz', preset=9) as tar:
 fi
 
 if ! python3 -c "import SimpleITK, monai" 2>/dev/null; then
-    python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp/site', filter='data')" "$bundle/site.tar.xz"
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    site=$(mktemp -d)
+    python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='data')" "$bundle/site.tar.xz" "$site"
+    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this checkout's CTSAM3DLib, not an installed one
 out=${OUT:-out}
@@ -41,7 +42,7 @@ device=${BENCH_DEVICE:-cuda}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 variants=()
-for v in ${BENCH_VARIANTS:-compact restv2_tiny}; do variants+=(--variant "$v"); done
+for v in ${BENCH_VARIANTS:-compact_geo restv2_tiny}; do variants+=(--variant "$v"); done
 python3 -m CTSAM3DLib.cli.main benchmark --device "$device" $([[ $device == cuda* ]] && echo --amp) \
     "${variants[@]}" --repeats "${BENCH_REPEATS:-10}" --profile \
     --image "${BENCH_IMAGE:-Resources/sample/abdomen_pelvis/ct.nii.gz}" \

@@ -126,7 +126,8 @@ class Session:
         """The CPP mode in use: ``config.cpp_mode``, with ``"auto"`` resolved from the checkpoint."""
         if self.config.cpp_mode != "auto":
             return self.config.cpp_mode
-        return resolve_cpp_mode(getattr(self.predictor, "info", {}))
+        # load_network records only a valid mode; checkpoints without one get the paper's network CPP
+        return str(getattr(self.predictor, "info", {}).get("cpp_mode", "network"))
 
     # ---- image and targets -------------------------------------------------------------
     def set_volume(self, volume: Volume | sitk.Image) -> None:
@@ -438,9 +439,3 @@ def _snapshot_bytes(stored: TargetSnapshot, other: TargetSnapshot) -> int:
 
 def _fmt(values: np.ndarray) -> str:
     return ", ".join(f"{float(v):.1f}" for v in values)
-
-
-def resolve_cpp_mode(info: Mapping[str, object]) -> str:
-    """The CPP mode a checkpoint recommends (``info["cpp_mode"]``), or the paper's ``"network"``."""
-    mode = info.get("cpp_mode")
-    return mode if mode in ("network", "geometric") else "network"  # type: ignore[return-value]

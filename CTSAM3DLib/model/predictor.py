@@ -105,7 +105,7 @@ class Predictor:
         """
         if self.needs_image and image is None:
             raise ValueError(f"variant {self.variant!r} reads geodesic click maps: decode() needs the patch image")
-        image = image.to(self.device) if self.needs_image and image is not None else None
+        image = image.to(self.device) if self.needs_image else None
         prompt = prompt_tensor(points.to(self.device), labels.to(self.device), prev_mask, size=64, image=image)
         with self._mode():
             return torch.sigmoid(self.model.decode_logits(feats, prompt).float())
