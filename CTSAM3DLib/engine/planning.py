@@ -2,7 +2,10 @@
 
 Policy (documented in README "How CPP expansion works"):
 - A click inside the core of an existing patch of the target (at least ``CORE_MARGIN``
-  voxels from its border) refines that patch; otherwise a new patch is centred on it.
+  voxels from its border) refines that patch; otherwise a positive click gets a new patch
+  centred on it (and CPP expansion), while a negative click refines the existing patch that
+  holds it nearest its centre: it corrects a leak, so it never opens new patches. A new patch
+  near the edge of the scan shifts (up to 16 voxels) to keep the scan inside it.
 - Neighbours sit at ``STRIDE`` = 48 model voxels (72 mm) from a patch, so adjacent
   patches overlap by ``OVERLAP`` = 16 voxels. Neighbour V of patch U is visited only if
   U's binary mask has foreground in the overlap slab shared with V, i.e. the structure
@@ -28,6 +31,8 @@ STRIDE = 48
 OVERLAP = PATCH_SIZE - STRIDE
 # A click this many voxels inside a patch's border refines that patch.
 CORE_MARGIN = 12
+# Most voxels a new patch moves off-centre from its click to stay inside the scan (training's jitter).
+MAX_CLICK_SHIFT = 16
 # The 26 neighbour directions (dx, dy, dz), faces first, then edges, then corners.
 NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
     (d for d in itertools.product((-1, 0, 1), repeat=3) if d != (0, 0, 0)), key=lambda d: sum(map(abs, d))))
@@ -35,12 +40,12 @@ NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
 DEFAULT_MAX_PATCHES = 1 + len(NEIGHBOUR_OFFSETS)
 
 
-def patch_for_click(point_model: np.ndarray, starts: list[IJK]) -> IJK | None:
-    """The existing patch whose core holds ``point_model`` (x, y, z), nearest centre first."""
+def patch_for_click(point_model: np.ndarray, starts: list[IJK], margin: int = CORE_MARGIN) -> IJK | None:
+    """The existing patch holding ``point_model`` (x, y, z) at least ``margin`` voxels inside, nearest centre first."""
     best, best_d = None, np.inf
     for s in starts:
         local = point_model - np.asarray(s)
-        if np.all(local >= CORE_MARGIN) and np.all(local <= PATCH_SIZE - 1 - CORE_MARGIN):
+        if np.all(local >= margin) and np.all(local <= PATCH_SIZE - 1 - margin):
             d = float(np.abs(local - (PATCH_SIZE - 1) / 2).max())
             if d < best_d:
                 best, best_d = s, d
@@ -50,6 +55,22 @@ def patch_for_click(point_model: np.ndarray, starts: list[IJK]) -> IJK | None:
 def centred_start(point_model: np.ndarray) -> IJK:
     """Start of the patch centred on ``point_model`` (x, y, z): the click lands at voxel 32."""
     return tuple(int(v) for v in np.round(point_model).astype(int) - PATCH_SIZE // 2)  # type: ignore[return-value]
+
+
+def start_for_click(point_model: np.ndarray, grid_shape_xyz: IJK) -> IJK:
+    """Start of a new patch for a click: centred on it, shifted up to ``MAX_CLICK_SHIFT`` voxels
+    towards the image so that as little of the patch as possible lies outside the scan.
+
+    A click near the edge of the scan (an organ the field of view cuts) would otherwise get a
+    patch that is up to half padding, which the network never saw in training; an off-centre
+    click within the shift is what training's ``center_jitter`` shows it.
+    """
+    centred = np.asarray(centred_start(point_model))
+    shape = np.asarray(grid_shape_xyz)
+    inside = np.where(shape >= PATCH_SIZE, np.clip(centred, 0, np.maximum(shape - PATCH_SIZE, 0)),
+                      (shape - PATCH_SIZE) // 2)  # smaller than a patch: centre the scan in it
+    start = np.clip(inside, centred - MAX_CLICK_SHIFT, centred + MAX_CLICK_SHIFT)
+    return tuple(int(v) for v in start)  # type: ignore[return-value]
 
 
 def is_covered(start: IJK, starts: list[IJK]) -> bool:

@@ -188,13 +188,15 @@ class Session:
         model_pt = vol.grid.lps_to_model(affine.ijk_to_lps(vol.ijk_to_lps, ijk))
         patches = dict(tgt.snapshot.patches)
         start = planning.patch_for_click(model_pt, list(patches))
+        if start is None and not is_positive:  # a correction: refine the patch that holds it, if one does
+            start = planning.patch_for_click(model_pt, list(patches), margin=0)
         is_new = start is None
-        start = start or planning.centred_start(model_pt)
+        start = start or planning.start_for_click(model_pt, vol.grid.shape_xyz)
         self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
         try:
             state = self._refine(vol, patches, start, model_pt, is_positive)
             patches[start] = state
-            n_cpp = self._expand(vol, patches, start) if is_new and self.config.use_cpp else 0
+            n_cpp = self._expand(vol, patches, start) if is_new and is_positive and self.config.use_cpp else 0
         finally:
             self._seed_image = None
         click = Click(tuple(float(v) for v in ijk), bool(is_positive))  # type: ignore[arg-type]

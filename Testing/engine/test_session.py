@@ -148,6 +148,30 @@ def test_cpp_visits_only_reached_neighbours_and_blends_without_seams() -> None:
     assert (mask & ~gt).sum() <= 0.002 * gt.sum()
 
 
+def test_new_patch_shifts_into_the_scan_near_its_edge() -> None:
+    shape = (200, 200, 200)
+    assert planning.start_for_click(np.array([100.0, 100.0, 100.0]), shape) == (68, 68, 68)  # centred
+    assert planning.start_for_click(np.array([100.0, 100.0, 180.0]), shape)[2] == 136  # ends at the scan's edge
+    edge = planning.start_for_click(np.array([100.0, 100.0, 199.0]), shape)  # click on the last slice
+    assert edge[2] == 199 - 32 - planning.MAX_CLICK_SHIFT  # as far in as training's jitter allows
+    assert planning.start_for_click(np.array([10.0, 100.0, 100.0]), (40, 200, 200))[0] == -12  # thin scan: centred
+
+
+def test_a_negative_click_refines_the_patch_holding_it_and_never_expands() -> None:
+    img, _ = _big_sphere(75.0)
+    oracle = ThresholdOracle()
+    s = Session(oracle, SessionConfig(max_patches=2))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30))
+    assert s.last_stats["cpp_patches"] == 1
+    patches = dict(s._vol.targets["default"].snapshot.patches)
+    s.add_click((55 + 15, 55, 30), is_positive=False)  # 20 model voxels off-centre: outside the core, inside the patch
+    assert s.last_stats["new_patch"] == 0.0 and len(s._vol.targets["default"].snapshot.patches) == 2
+    s.add_click((5, 5, 55), is_positive=False)  # outside every patch, the sphere's rim in reach
+    assert s.last_stats["new_patch"] == 1.0 and s.last_stats["cpp_patches"] == 0
+    assert set(patches) < set(s._vol.targets["default"].snapshot.patches)
+
+
 def test_partial_repaint_equals_full_recompute() -> None:
     img, _ = _big_sphere(75.0)
     s = Session(ThresholdOracle(), SessionConfig(max_patches=5))  # type: ignore[arg-type]
