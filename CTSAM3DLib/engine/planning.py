@@ -4,8 +4,7 @@ Policy (documented in README "How CPP expansion works"):
 - A click inside the core of an existing patch of the target (at least ``CORE_MARGIN``
   voxels from its border) refines that patch; otherwise a positive click gets a new patch
   centred on it (and CPP expansion), while a negative click refines the existing patch that
-  holds it nearest its centre: it corrects a leak, so it never opens new patches. A new patch
-  near the edge of the scan shifts (up to 16 voxels) to keep the scan inside it.
+  holds it nearest its centre: it corrects a leak, so it never opens new patches.
 - Neighbours sit at ``STRIDE`` = 48 model voxels (72 mm) from a patch, so adjacent
   patches overlap by ``OVERLAP`` = 16 voxels. Neighbour V of patch U is visited only if
   U's binary mask has foreground in the overlap slab shared with V, i.e. the structure
@@ -31,8 +30,6 @@ STRIDE = 48
 OVERLAP = PATCH_SIZE - STRIDE
 # A click this many voxels inside a patch's border refines that patch.
 CORE_MARGIN = 12
-# Most voxels a new patch moves off-centre from its click to stay inside the scan (training's jitter).
-MAX_CLICK_SHIFT = 16
 # The 26 neighbour directions (dx, dy, dz), faces first, then edges, then corners.
 NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
     (d for d in itertools.product((-1, 0, 1), repeat=3) if d != (0, 0, 0)), key=lambda d: sum(map(abs, d))))
@@ -55,22 +52,6 @@ def patch_for_click(point_model: np.ndarray, starts: list[IJK], margin: int = CO
 def centred_start(point_model: np.ndarray) -> IJK:
     """Start of the patch centred on ``point_model`` (x, y, z): the click lands at voxel 32."""
     return tuple(int(v) for v in np.round(point_model).astype(int) - PATCH_SIZE // 2)  # type: ignore[return-value]
-
-
-def start_for_click(point_model: np.ndarray, grid_shape_xyz: IJK) -> IJK:
-    """Start of a new patch for a click: centred on it, shifted up to ``MAX_CLICK_SHIFT`` voxels
-    towards the image so that as little of the patch as possible lies outside the scan.
-
-    A click near the edge of the scan (an organ the field of view cuts) would otherwise get a
-    patch that is up to half padding, which the network never saw in training; an off-centre
-    click within the shift is what training's ``center_jitter`` shows it.
-    """
-    centred = np.asarray(centred_start(point_model))
-    shape = np.asarray(grid_shape_xyz)
-    inside = np.where(shape >= PATCH_SIZE, np.clip(centred, 0, np.maximum(shape - PATCH_SIZE, 0)),
-                      (shape - PATCH_SIZE) // 2)  # smaller than a patch: centre the scan in it
-    start = np.clip(inside, centred - MAX_CLICK_SHIFT, centred + MAX_CLICK_SHIFT)
-    return tuple(int(v) for v in start)  # type: ignore[return-value]
 
 
 def is_covered(start: IJK, starts: list[IJK]) -> bool:
@@ -110,6 +91,21 @@ def slab_click(depth_zyx: np.ndarray, start_u: IJK, start_v: IJK) -> tuple[float
     point_u = (x + lo[0], y + lo[1], z + lo[2])
     point_v = tuple(float(p + u - v) for p, u, v in zip(point_u, start_u, start_v))
     return float(region[z, y, x]), point_v  # type: ignore[return-value]
+
+
+def slab_agreement(mask_u: np.ndarray, start_u: IJK, mask_v: np.ndarray, start_v: IJK) -> float:
+    """Dice of two patch masks ``(64, 64, 64)`` (z, y, x) over the region the patches share (1 if both empty)."""
+    lo = [max(u, v) for u, v in zip(start_u, start_v)]
+    hi = [min(u, v) + PATCH_SIZE for u, v in zip(start_u, start_v)]
+    if any(h <= l for l, h in zip(lo, hi)):
+        return 0.0
+
+    def crop(mask: np.ndarray, start: IJK) -> np.ndarray:
+        return mask[lo[2] - start[2]:hi[2] - start[2], lo[1] - start[1]:hi[1] - start[1], lo[0] - start[0]:hi[0] - start[0]]
+
+    a, b = crop(mask_u, start_u), crop(mask_v, start_v)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def neighbour_start(start: IJK, offset_xyz: IJK) -> IJK:

@@ -54,6 +54,9 @@ class SessionConfig:
         cpp_min_depth: geometric mode: a neighbour gets a click only where U's mask reaches at
             least this deep (model voxels, 1.5 mm) into the slab they share; a leak a few voxels
             thick then stays home, an organ crossing into V does not.
+        cpp_min_agreement: a CPP neighbour V is kept only if its mask and its source U's agree
+            on the slab they share at least this well (Dice); a V whose prediction spills over
+            what U shows there is a leak and is dropped (0: keep every non-empty V).
         cache_bytes: memory budget of the encoder-feature cache.
         batch_size: patches per forward pass during CPP expansion.
         history_bytes: memory budget of the undo/redo history of all targets together; when
@@ -65,6 +68,7 @@ class SessionConfig:
     cpp_min_peak: float = 0.3
     cpp_mode: Literal["auto", "network", "geometric"] = "auto"
     cpp_min_depth: float = 1.0
+    cpp_min_agreement: float = 0.0
     cache_bytes: int = 1 << 30
     batch_size: int = 8
     history_bytes: int = 256 << 20
@@ -191,7 +195,7 @@ class Session:
         if start is None and not is_positive:  # a correction: refine the patch that holds it, if one does
             start = planning.patch_for_click(model_pt, list(patches), margin=0)
         is_new = start is None
-        start = start or planning.start_for_click(model_pt, vol.grid.shape_xyz)
+        start = start or planning.centred_start(model_pt)
         self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
         try:
             state = self._refine(vol, patches, start, model_pt, is_positive)
@@ -368,8 +372,10 @@ class Session:
         prevs = [self._prev_mask(patches, v) for v in starts]
         probs = vol.runner.segment(starts, pts, labs, prevs)
         kept = []
+        sources = dict(pairs)
         for v, p, lab, prob in zip(starts, pts, labs, probs):
-            if (prob >= 0.5).any():
+            agree = planning.slab_agreement(patches[sources[v]].prob >= 0.5, sources[v], prob >= 0.5, v)
+            if (prob >= 0.5).any() and agree >= self.config.cpp_min_agreement:
                 patches[v] = PatchState(p, lab, prob)
                 kept.append(v)
         return kept

@@ -148,15 +148,6 @@ def test_cpp_visits_only_reached_neighbours_and_blends_without_seams() -> None:
     assert (mask & ~gt).sum() <= 0.002 * gt.sum()
 
 
-def test_new_patch_shifts_into_the_scan_near_its_edge() -> None:
-    shape = (200, 200, 200)
-    assert planning.start_for_click(np.array([100.0, 100.0, 100.0]), shape) == (68, 68, 68)  # centred
-    assert planning.start_for_click(np.array([100.0, 100.0, 180.0]), shape)[2] == 136  # ends at the scan's edge
-    edge = planning.start_for_click(np.array([100.0, 100.0, 199.0]), shape)  # click on the last slice
-    assert edge[2] == 199 - 32 - planning.MAX_CLICK_SHIFT  # as far in as training's jitter allows
-    assert planning.start_for_click(np.array([10.0, 100.0, 100.0]), (40, 200, 200))[0] == -12  # thin scan: centred
-
-
 def test_a_negative_click_refines_the_patch_holding_it_and_never_expands() -> None:
     img, _ = _big_sphere(75.0)
     oracle = ThresholdOracle()
@@ -216,6 +207,35 @@ def test_geometric_cpp_expands_without_the_cpp_network() -> None:
     assert oracle.cpp_calls == 0 and s.last_stats["cpp_patches"] >= 6
     mask = s.mask().astype(bool)
     assert (gt & ~mask).sum() <= 0.002 * gt.sum() and (mask & ~gt).sum() <= 0.002 * gt.sum()
+
+
+class LeakyOracle(ThresholdOracle):
+    """Segments like ThresholdOracle from a user click, but floods every CPP neighbour (it sees U's mask)."""
+
+    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
+        out = super().decode(feats, points, labels, prev_mask, image)
+        if prev_mask is not None:
+            flooded = prev_mask.flatten(1).amax(1) > 0  # a neighbour: U's mask shows in its overlap
+            out[flooded] = 1.0
+        return out
+
+
+def test_slab_agreement_drops_a_neighbour_that_spills_over_what_u_shows() -> None:
+    a = np.zeros((64, 64, 64), bool)
+    a[20:40, 20:40, 40:] = True  # U's structure crosses into the +x neighbour
+    b = np.zeros_like(a)
+    b[20:40, 20:40, :30] = True  # V continues it exactly
+    assert planning.slab_agreement(a, (0, 0, 0), b, (48, 0, 0)) == 1.0
+    assert planning.slab_agreement(a, (0, 0, 0), np.ones_like(a), (48, 0, 0)) < 0.2  # V floods the slab
+    assert planning.slab_agreement(a, (0, 0, 0), b, (0, 200, 0)) == 0.0  # no shared region
+    img, _ = _big_sphere(40.0)
+    counts = {}
+    for threshold in (0.0, 0.5):
+        s = Session(LeakyOracle(), SessionConfig(max_patches=27, cpp_mode="geometric", cpp_min_agreement=threshold))  # type: ignore[arg-type]
+        s.set_volume(img)
+        s.add_click((55, 55, 30))
+        counts[threshold] = s.last_stats["cpp_patches"]
+    assert counts[0.0] >= 1 and counts[0.5] == 0
 
 
 def test_geodesic_variant_decodes_with_the_pixels_of_the_patch_it_encoded(sphere_image) -> None:  # noqa: ANN001
