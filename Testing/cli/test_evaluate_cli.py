@@ -116,6 +116,7 @@ def test_existing_results_need_overwrite(dataset, checkpoint, tmp_path, capsys):
     (["--structures", "kidney,liver"], "No structures found"),
     (["--split", "test"], "No labelled subjects"),
     (["--max-structures", "0"], "max_structures"),
+    (["--cpp-min-agreement", "1.5"], "--cpp-min-agreement"),
 ])
 def test_user_errors_exit_2_with_one_paragraph(dataset, checkpoint, tmp_path, capsys, extra, message):
     rc = _run(["--data", str(dataset), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint), *extra])
