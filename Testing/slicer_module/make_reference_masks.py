@@ -7,9 +7,10 @@ weights, and writes to ``Resources/sample/reference/``:
 * ``ctsam3d_reference.seg.nrrd``: one segment per structure (named like the TotalSegmentator file);
 * ``clicks.json``: the clicks (world RAS) and settings the self-test replays.
 
-Each structure gets one positive click at its deepest interior voxel (largest distance to the
-TotalSegmentator mask boundary), found on the grid Slicer loads, so the clicks are the same in
-Slicer. Usage (after the default weights exist and their SHA-256 is recorded)::
+Each structure gets one positive click at its deepest interior voxel (largest distance in mm to
+the TotalSegmentator mask's boundary or the scan's edge: the evaluation protocol's deepest
+voxel, ``prompts.simulate.next_click`` on an empty prediction), found on the grid Slicer loads,
+so the clicks are the same in Slicer. Usage (after the default weights exist and their SHA-256 is recorded)::
 
     python Testing/slicer_module/make_reference_masks.py            # bundled weights, CPU
     python Testing/slicer_module/make_reference_masks.py --checkpoint other.pt --output ref_out  # try it out
@@ -24,20 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[2]
 # Structures of the sample CT that the self-test segments: a large organ (CPP), a kidney, a vessel.
 STRUCTURES = ("liver", "kidney_right", "aorta")
 # File name of the reference segmentation inside the output folder.
 SEGMENTATION_FILE = "ctsam3d_reference.seg.nrrd"
-
-
-def deepest_voxel(mask_zyx: np.ndarray) -> tuple[int, int, int]:
-    """Voxel (i, j, k) farthest from the mask's boundary (inside it)."""
-    distance = ndimage.distance_transform_edt(mask_zyx > 0)
-    k, j, i = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return int(i), int(j), int(k)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from mrml_test_support import headless_scene, read_node, write_node
 
     from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.prompts.simulate import next_click
 
     scene = headless_scene()
     volume = read_node(scene, args.sample / "ct.nii.gz", name="CT")
@@ -70,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         truth_node = read_node(scene, args.sample / "segmentations" / f"{name}.nii.gz",
                                "vtkMRMLLabelMapVolumeNode", name=f"{name} (TotalSegmentator)")
         truth = np.array(slicer.util.arrayFromVolume(truth_node)) > 0  # same grid as the CT: both read by Slicer
-        point_ras = (ijk_to_ras @ np.array([*deepest_voxel(truth), 1.0]))[:3]
+        # the evaluation protocol's deepest voxel (in mm, the scan's edge counting as boundary): what a user aims for
+        deepest = next_click(np.zeros_like(truth), truth, volume.GetSpacing())
+        point_ras = (ijk_to_ras @ np.array([*deepest.point_xyz, 1.0]))[:3]
         start = time.perf_counter()
         segment_id = logic.segment(volume, segmentation, None, [point_ras], [1])
         seconds = time.perf_counter() - start
