@@ -374,11 +374,15 @@ class Session:
         kept = []
         sources = dict(pairs)
         for v, p, lab, prob in zip(starts, pts, labs, probs):
-            agree = planning.slab_agreement(patches[sources[v]].prob >= 0.5, sources[v], prob >= 0.5, v)
-            if (prob >= 0.5).any() and agree >= self.config.cpp_min_agreement:
+            if (prob >= 0.5).any() and self._agrees(patches[sources[v]], sources[v], prob, v):
                 patches[v] = PatchState(p, lab, prob)
                 kept.append(v)
         return kept
+
+    def _agrees(self, source: PatchState, start_u: IJK, prob_v: np.ndarray, start_v: IJK) -> bool:
+        """Whether V's mask agrees with its source U's on their shared slab (``cpp_min_agreement``; off at 0)."""
+        need = self.config.cpp_min_agreement
+        return need <= 0 or planning.slab_agreement(source.prob >= 0.5, start_u, prob_v >= 0.5, start_v) >= need
 
     def _commit(self, tgt: _Target, snapshot: TargetSnapshot) -> BBox3D | None:
         tgt.history.push(tgt.snapshot, snapshot)

@@ -54,6 +54,15 @@ def _big_sphere(radius_mm: float) -> tuple[sitk.Image, np.ndarray]:
     return img, mask
 
 
+def _clicked_sphere(radius_mm: float, oracle: ThresholdOracle, **config: object) -> tuple[Session, np.ndarray]:
+    """A session on `_big_sphere` clicked once at the sphere's centre; returns it and the sphere's mask."""
+    img, gt = _big_sphere(radius_mm)
+    s = Session(oracle, SessionConfig(**config))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30))
+    return s, gt
+
+
 def test_requires_volume_and_validates_points(random_predictor: Predictor, sphere_image) -> None:  # noqa: ANN001
     s = Session(random_predictor)
     with pytest.raises(RuntimeError, match="set_volume"):
@@ -111,30 +120,20 @@ def test_reset_is_undoable(random_predictor: Predictor, sphere_image) -> None:  
 
 
 def test_cpp_stays_home_for_a_small_structure() -> None:
-    img, _ = _big_sphere(20.0)
     oracle = ThresholdOracle()
-    s = Session(oracle, SessionConfig(max_patches=27))  # type: ignore[arg-type]
-    s.set_volume(img)
-    s.add_click((55, 55, 30))
+    s, _ = _clicked_sphere(20.0, oracle, max_patches=27)
     assert s.last_stats["cpp_patches"] == 0 and oracle.cpp_calls == 0
 
 
 def test_cpp_reads_neighbours_without_encoding_them() -> None:
-    img, _ = _big_sphere(75.0)
     oracle = ThresholdOracle()
-    s = Session(oracle, SessionConfig(max_patches=27, cpp_min_peak=2.0))  # type: ignore[arg-type]  # no peak passes
-    s.set_volume(img)
-    s.add_click((55, 55, 30))
+    s, _ = _clicked_sphere(75.0, oracle, max_patches=27, cpp_min_peak=2.0)  # no peak passes
     assert oracle.cpp_calls >= 6 and s.last_stats["cpp_patches"] == 0
     assert s._vol.runner.encoder_runs == 1  # only the clicked patch: rejected neighbours cost no encoder pass
 
 
 def test_cpp_visits_only_reached_neighbours_and_blends_without_seams() -> None:
-    img, gt = _big_sphere(75.0)
-    oracle = ThresholdOracle()
-    s = Session(oracle, SessionConfig(max_patches=64))  # type: ignore[arg-type]
-    s.set_volume(img)
-    s.add_click((55, 55, 30))
+    s, gt = _clicked_sphere(75.0, ThresholdOracle(), max_patches=64)
     patches = s._vol.targets["default"].snapshot.patches
     assert s.last_stats["cpp_patches"] >= 6
     for v in patches:
@@ -149,11 +148,7 @@ def test_cpp_visits_only_reached_neighbours_and_blends_without_seams() -> None:
 
 
 def test_a_negative_click_refines_the_patch_holding_it_and_never_expands() -> None:
-    img, _ = _big_sphere(75.0)
-    oracle = ThresholdOracle()
-    s = Session(oracle, SessionConfig(max_patches=2))  # type: ignore[arg-type]
-    s.set_volume(img)
-    s.add_click((55, 55, 30))
+    s, _ = _clicked_sphere(75.0, ThresholdOracle(), max_patches=2)
     assert s.last_stats["cpp_patches"] == 1
     patches = dict(s._vol.targets["default"].snapshot.patches)
     s.add_click((55 + 15, 55, 30), is_positive=False)  # 20 model voxels off-centre: outside the core, inside the patch
@@ -164,10 +159,7 @@ def test_a_negative_click_refines_the_patch_holding_it_and_never_expands() -> No
 
 
 def test_partial_repaint_equals_full_recompute() -> None:
-    img, _ = _big_sphere(75.0)
-    s = Session(ThresholdOracle(), SessionConfig(max_patches=5))  # type: ignore[arg-type]
-    s.set_volume(img)
-    s.add_click((55, 55, 30))
+    s, _ = _clicked_sphere(75.0, ThresholdOracle(), max_patches=5)
     s.add_click((20, 55, 30))
     s.add_click((90, 50, 30))
     incremental = s.mask().copy()
@@ -199,11 +191,8 @@ def test_slab_click_is_the_deepest_point_of_the_mask_where_u_meets_v() -> None:
 
 
 def test_geometric_cpp_expands_without_the_cpp_network() -> None:
-    img, gt = _big_sphere(75.0)
     oracle = ThresholdOracle()
-    s = Session(oracle, SessionConfig(max_patches=64, cpp_mode="geometric"))  # type: ignore[arg-type]
-    s.set_volume(img)
-    s.add_click((55, 55, 30))
+    s, gt = _clicked_sphere(75.0, oracle, max_patches=64, cpp_mode="geometric")
     assert oracle.cpp_calls == 0 and s.last_stats["cpp_patches"] >= 6
     mask = s.mask().astype(bool)
     assert (gt & ~mask).sum() <= 0.002 * gt.sum() and (mask & ~gt).sum() <= 0.002 * gt.sum()
@@ -228,12 +217,9 @@ def test_slab_agreement_drops_a_neighbour_that_spills_over_what_u_shows() -> Non
     assert planning.slab_agreement(a, (0, 0, 0), b, (48, 0, 0)) == 1.0
     assert planning.slab_agreement(a, (0, 0, 0), np.ones_like(a), (48, 0, 0)) < 0.2  # V floods the slab
     assert planning.slab_agreement(a, (0, 0, 0), b, (0, 200, 0)) == 0.0  # no shared region
-    img, _ = _big_sphere(40.0)
     counts = {}
     for threshold in (0.0, 0.5):
-        s = Session(LeakyOracle(), SessionConfig(max_patches=27, cpp_mode="geometric", cpp_min_agreement=threshold))  # type: ignore[arg-type]
-        s.set_volume(img)
-        s.add_click((55, 55, 30))
+        s, _ = _clicked_sphere(40.0, LeakyOracle(), max_patches=27, cpp_mode="geometric", cpp_min_agreement=threshold)
         counts[threshold] = s.last_stats["cpp_patches"]
     assert counts[0.0] >= 1 and counts[0.5] == 0
 
