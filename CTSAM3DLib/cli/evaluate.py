@@ -60,9 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="how CPP picks a neighbour's click: the CPP network's heatmap peak (the paper), or, with no "
                         "network, the deepest point of the clicked patch's mask in the slab both share; auto: the "
                         "mode the checkpoint recommends, else network (default: %(default)s)")
-    p.add_argument("--cpp-min-agreement", type=float, default=0.0, metavar="DICE",
+    p.add_argument("--cpp-min-agreement", type=float, default=None, metavar="DICE",
                    help="drop a CPP neighbour whose mask agrees with its source patch's on their shared slab "
-                        "less than this (Dice, 0-1; 0 keeps every non-empty neighbour; default: %(default)s)")
+                        "less than this (Dice, 0-1; 0 keeps every non-empty neighbour; default: the threshold the "
+                        "checkpoint records, else 0)")
     p.add_argument("--first-click", choices=("random", "deepest"), default="random",
                    help="first click: a random voxel of the structure (the paper) or its deepest voxel "
                         "(default: %(default)s)")
@@ -90,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     structures = _parse_names(args.structures)
     if args.max_patches < 1:
         raise ValueError(f"--max-patches must be at least 1, got {args.max_patches}.")
-    if not 0.0 <= args.cpp_min_agreement <= 1.0:
+    if args.cpp_min_agreement is not None and not 0.0 <= args.cpp_min_agreement <= 1.0:
         raise ValueError(f"--cpp-min-agreement is a Dice between 0 and 1, got {args.cpp_min_agreement}.")
     out = Path(args.output)
     check_output_dir(out, args.overwrite)

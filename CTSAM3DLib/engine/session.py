@@ -56,7 +56,9 @@ class SessionConfig:
             thick then stays home, an organ crossing into V does not.
         cpp_min_agreement: a CPP neighbour V is kept only if its mask and its source U's agree
             on the slab they share at least this well (Dice); a V whose prediction spills over
-            what U shows there is a leak and is dropped (0: keep every non-empty V).
+            what U shows there is a leak and is dropped (0: keep every non-empty V). ``None``:
+            the threshold the checkpoint was measured with (``Predictor.info["cpp_min_agreement"]``,
+            set by ``scripts/bundle_weights.py --cpp-min-agreement``), else 0.
         cache_bytes: memory budget of the encoder-feature cache.
         batch_size: patches per forward pass during CPP expansion.
         history_bytes: memory budget of the undo/redo history of all targets together; when
@@ -68,7 +70,7 @@ class SessionConfig:
     cpp_min_peak: float = 0.3
     cpp_mode: Literal["auto", "network", "geometric"] = "auto"
     cpp_min_depth: float = 1.0
-    cpp_min_agreement: float = 0.0
+    cpp_min_agreement: float | None = None
     cache_bytes: int = 1 << 30
     batch_size: int = 8
     history_bytes: int = 256 << 20
@@ -132,6 +134,13 @@ class Session:
             return self.config.cpp_mode
         # load_network records only a valid mode; checkpoints without one get the paper's network CPP
         return str(getattr(self.predictor, "info", {}).get("cpp_mode", "network"))
+
+    @property
+    def cpp_min_agreement(self) -> float:
+        """The CPP slab-agreement threshold in use: ``config.cpp_min_agreement``, else the checkpoint's, else 0."""
+        if self.config.cpp_min_agreement is not None:
+            return self.config.cpp_min_agreement
+        return float(getattr(self.predictor, "info", {}).get("cpp_min_agreement", 0.0))
 
     # ---- image and targets -------------------------------------------------------------
     def set_volume(self, volume: Volume | sitk.Image) -> None:
@@ -381,7 +390,7 @@ class Session:
 
     def _agrees(self, source: PatchState, start_u: IJK, prob_v: np.ndarray, start_v: IJK) -> bool:
         """Whether V's mask agrees with its source U's on their shared slab (``cpp_min_agreement``; off at 0)."""
-        need = self.config.cpp_min_agreement
+        need = self.cpp_min_agreement
         return need <= 0 or planning.slab_agreement(source.prob >= 0.5, start_u, prob_v >= 0.5, start_v) >= need
 
     def _commit(self, tgt: _Target, snapshot: TargetSnapshot) -> BBox3D | None:

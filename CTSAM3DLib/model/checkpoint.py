@@ -207,6 +207,9 @@ def load_network(path: str | Path, window_hu: tuple[float, float] | None = None
     info = {"format": FORMAT_NAME if is_ours else "release", "provenance": dict(ckpt.get("provenance", {}))}
     if is_ours and ckpt.get("cpp_mode") in ("network", "geometric"):
         info["cpp_mode"] = str(ckpt["cpp_mode"])  # the engine's CPP mode these weights were measured best with
+    agreement = ckpt.get("cpp_min_agreement") if is_ours else None
+    if isinstance(agreement, (int, float)) and not isinstance(agreement, bool) and 0.0 <= agreement <= 1.0:
+        info["cpp_min_agreement"] = float(agreement)  # and the CPP slab-agreement threshold
     return model.eval(), variant, window, info
 
 

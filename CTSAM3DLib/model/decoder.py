@@ -82,14 +82,33 @@ class ChannelLayerNorm(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """ConvTranspose3d k2 s2 + channel LayerNorm + GELU (release key ``cna``)."""
+    """ConvTranspose3d k2 s2 + channel LayerNorm + GELU (release key ``cna``).
+
+    Computed channels-last: a k2 s2 transposed conv is one matrix product per input voxel
+    (``cin -> 8 * cout``) followed by a voxel shuffle, and the LayerNorm then runs on the last
+    axis without the two layout copies of `ChannelLayerNorm`. Same weights and result (to float
+    rounding) as ``self.cna``; on CPU it is 5-10x faster than PyTorch's transposed 3-D conv,
+    which has no oneDNN kernel (the 32^3 -> 64^3 step was the slowest op of a compact click).
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.cna = nn.Sequential(nn.ConvTranspose3d(cin, cout, 2, stride=2), ChannelLayerNorm(cout), nn.GELU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cna(x)
+        """``[B, cout, 2D, 2H, 2W]``, laid out channels-last (a permuted view of `forward_channels_last`)."""
+        return self.forward_channels_last(x).permute(0, 4, 1, 2, 3)
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output as ``[B, 2D, 2H, 2W, cout]`` (contiguous)."""
+        conv, norm = self.cna[0], self.cna[1]
+        b, cin, d, h, w = x.shape
+        cout = conv.out_channels
+        # rows: input voxels; columns: (kernel offset z, y, x, output channel), channel fastest
+        weight = conv.weight.permute(0, 2, 3, 4, 1).reshape(cin, 8 * cout)
+        y = torch.addmm(conv.bias.repeat(8), x.permute(0, 2, 3, 4, 1).reshape(-1, cin), weight)
+        y = y.view(b, d, h, w, 2, 2, 2, cout).permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, 2 * d, 2 * h, 2 * w, cout)
+        return F.gelu(F.layer_norm(y, (cout,), norm.weight, norm.bias, norm.eps))
 
 
 class SPADE(nn.Module):
@@ -129,7 +148,9 @@ class SPADE(nn.Module):
         if prompt.shape[2:] != x.shape[2:]:
             prompt = F.interpolate(prompt, size=x.shape[2:], mode="trilinear", align_corners=False)
         mod = None
-        if self.mlp_geodesic is None and prompt.device.type == "cpu" and not torch.is_grad_enabled():
+        if self.pad == 0:
+            mod = self._pointwise_modulation(prompt)
+        elif self.mlp_geodesic is None and prompt.device.type == "cpu" and not torch.is_grad_enabled():
             mod = self._sparse_modulation(prompt)  # geodesic maps are dense: no shortcut for them
         if mod is None:
             if self.mlp_geodesic is None:
@@ -140,6 +161,25 @@ class SPADE(nn.Module):
             mod = self.mlp_gamma(act), self.mlp_beta(act)
         gamma, beta = mod
         return self.norm(x) * (1 + gamma) + beta
+
+    def _pointwise_modulation(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gamma, beta)`` of a kernel-1 SPADE as two matrix products over the voxels.
+
+        The same maps as its 1x1x1 convolutions (gamma and beta in one product), without the
+        per-call setup of five small 3-D convs, which cost several times their arithmetic on CPU.
+        """
+        b, c = prompt.shape[:2]
+        shared = self.mlp_shared[0]
+        weight = shared.weight.flatten(1)
+        if self.mlp_geodesic is not None:
+            weight = torch.cat([weight, GEODESIC_GAIN * self.mlp_geodesic.weight.flatten(1)], dim=1)
+        act = torch.relu(torch.baddbmm(_column(shared.bias, weight), weight.expand(b, -1, -1), prompt.reshape(b, c, -1)))
+        out_weight = torch.cat([self.mlp_gamma.weight.flatten(1), self.mlp_beta.weight.flatten(1)])
+        biases = (self.mlp_gamma.bias, self.mlp_beta.bias)
+        out_bias = torch.cat(biases) if biases[0] is not None and biases[1] is not None else None
+        mod = torch.baddbmm(_column(out_bias, out_weight), out_weight.expand(b, -1, -1), act)
+        gamma, beta = mod.view(b, -1, *prompt.shape[2:]).chunk(2, dim=1)
+        return gamma, beta
 
     def _sparse_modulation(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(gamma, beta)`` equal to the dense ones (to float rounding), or None when not worth it.
@@ -184,6 +224,11 @@ class SPADE(nn.Module):
                 full[(slice(None), slice(None), *(slice(lo, hi) for lo, hi in box))] = conv3d(act, conv.weight, conv.bias)
             out.append(full)
         return out[0], out[1]
+
+
+def _column(bias: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
+    """A matrix product's bias as a ``[1, rows, 1]`` column to broadcast over voxels (zeros when absent)."""
+    return (bias if bias is not None else weight.new_zeros(weight.shape[0]))[None, :, None]
 
 
 class PSAPBlock(nn.Module):
@@ -243,10 +288,25 @@ class PSAPDecoder(nn.Module):
             prompt: ``[B, prompt_channels, 64, 64, 64]`` in the order [Y, P, N] (+ [Gp, Gn]).
         """
         f1, f2, f3, f4 = feats
-        x = self.spade1(f4, prompt)
+        resized: dict[tuple[int, ...], torch.Tensor] = {}
+
+        def prompt_at(x: torch.Tensor) -> torch.Tensor:  # the prompt at a stage's size, resized once per pass
+            size = tuple(x.shape[2:])
+            if size not in resized:
+                same = size == tuple(prompt.shape[2:])
+                resized[size] = prompt if same else F.interpolate(prompt, size=size, mode="trilinear",
+                                                                  align_corners=False)
+            return resized[size]
+
+        x = self.spade1(f4, prompt_at(f4))
         for i, skip in enumerate((f3, f2, f1)):
-            x = getattr(self, f"upscale{i + 1}")(x)
-            x = getattr(self, f"spade{i + 2}")(torch.cat([x, skip], dim=1), prompt)
-        x = self.spade5(self.upscale4(x), prompt)
-        x = self.upscale5(x)
-        return self.mask_prediction_head(x)[:, :1]
+            x = torch.cat([getattr(self, f"upscale{i + 1}")(x), skip], dim=1)
+            x = getattr(self, f"spade{i + 2}")(x, prompt_at(x))
+        x = self.upscale4(x)
+        x = self.spade5(x, prompt_at(x))
+        head = self.mask_prediction_head[0]
+        if head.kernel_size == (1, 1, 1):  # a per-voxel linear map: only the foreground logit, channels-last
+            x = self.upscale5.forward_channels_last(x)
+            logits = torch.matmul(x, head.weight[0].flatten()) + head.bias[0]
+            return logits.unsqueeze(1)
+        return head(self.upscale5(x))[:, :1]

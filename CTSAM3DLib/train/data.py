@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 # Bump when the cache layout or preprocessing changes (invalidates every cache folder).
 CACHE_VERSION = 1
 # Bump when the pseudo-structure generator changes (its files carry this number in their names).
-PSEUDO_VERSION = 2
+PSEUDO_VERSION = 3
 # Distance between a patch and its CPP neighbours (engine/planning.STRIDE).
 NEIGHBOUR_STRIDE = 48
 # The 26 neighbour directions (x, y, z).

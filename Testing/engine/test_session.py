@@ -255,3 +255,19 @@ def test_auto_cpp_mode_follows_the_checkpoint(tmp_path, random_predictor: Predic
     assert Session(predictor, SessionConfig(cpp_mode="network")).cpp_mode == "network"
     torch.save(dict(ckpt, cpp_mode="os.system('x')"), tmp_path / "odd.pt")  # unknown values are ignored
     assert Session(load_model(tmp_path / "odd.pt")).cpp_mode == "network"
+
+
+def test_auto_cpp_agreement_follows_the_checkpoint(tmp_path, random_predictor: Predictor) -> None:  # noqa: ANN001
+    from CTSAM3DLib import build_model, load_model
+    from CTSAM3DLib.model.checkpoint import read_checkpoint_file, save_checkpoint
+
+    assert Session(random_predictor).cpp_min_agreement == 0.0  # no recommendation: off
+    save_checkpoint(tmp_path / "m.pt", build_model("compact"), "compact", (-1000.0, 1000.0))
+    ckpt = read_checkpoint_file(tmp_path / "m.pt")
+    torch.save(dict(ckpt, cpp_min_agreement=0.3), tmp_path / "agree.pt")
+    predictor = load_model(tmp_path / "agree.pt")
+    assert Session(predictor).cpp_min_agreement == 0.3
+    assert Session(predictor, SessionConfig(cpp_min_agreement=0.0)).cpp_min_agreement == 0.0  # explicit wins
+    for odd in (1.5, -0.1, "0.3", True):  # out of range or not a number: ignored
+        torch.save(dict(ckpt, cpp_min_agreement=odd), tmp_path / "odd.pt")
+        assert Session(load_model(tmp_path / "odd.pt")).cpp_min_agreement == 0.0

@@ -107,3 +107,26 @@ def test_compact_geo_checkpoint_round_trip_and_detection(tmp_path: Path) -> None
     assert all(torch.equal(a, b) for a, b in zip(geo.state_dict().values(), loaded.state_dict().values()))
     assert detect_variant(geo.state_dict()) == "compact_geo"
     assert detect_variant(build_model("compact").state_dict()) == "compact"
+
+
+@pytest.mark.parametrize(("cin", "cout", "batch"), [(16, 8, 1), (32, 16, 2), (256, 128, 1)])
+def test_up_block_matches_its_transposed_convolution(cin: int, cout: int, batch: int) -> None:
+    """The channels-last upsampling (matrix product + voxel shuffle) equals ConvTranspose3d + LayerNorm + GELU."""
+    from CTSAM3DLib.model.decoder import UpBlock
+
+    torch.manual_seed(cin)
+    block = UpBlock(cin, cout)
+    for p in block.parameters():
+        p.data.normal_(0.0, 0.2)
+    x = torch.randn(batch, cin, 4, 5, 3, requires_grad=True)
+    reference = block.cna(x)
+    fast = block(x)
+    assert fast.shape == reference.shape == (batch, cout, 8, 10, 6)
+    assert torch.allclose(fast, reference, atol=1e-5)
+    fast.square().sum().backward()  # trainable: the gradients match too
+    grad_fast = [x.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+    x.grad = None
+    block.zero_grad()
+    reference.square().sum().backward()
+    grad_ref = [x.grad] + [p.grad for p in block.parameters()]
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grad_fast, grad_ref))

@@ -115,3 +115,51 @@ def test_train_refuses_unlabelled_folders_without_pseudo_structures(synthetic_da
     with pytest.raises(ValueError, match="pseudo_ratio"):
         train(TrainConfig(steps=1), [synthetic_data], tmp_path / "run", unlabeled_dirs=[synthetic_data / "synth"],
               progress=False)
+
+
+def _airways(shape: tuple[int, int, int] = (70, 60, 120)) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Two 'lungs' (balls, radius 14) joined to a 'trachea' (cylinder, radius 6) by thin 'bronchi' (radius 2)."""
+    zz, yy, xx = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    parts = {
+        "left": (xx - 30) ** 2 + (yy - 30) ** 2 + (zz - 20) ** 2 <= 14**2,
+        "right": (xx - 90) ** 2 + (yy - 30) ** 2 + (zz - 20) ** 2 <= 14**2,
+        "trachea": ((xx - 60) ** 2 + (yy - 30) ** 2 <= 6**2) & (zz >= 34) & (zz <= 66),
+    }
+    bronchi = ((yy - 30) ** 2 + (zz - 34) ** 2 <= 2**2) & (xx >= 30) & (xx <= 90)
+    return parts["left"] | parts["right"] | parts["trachea"] | bronchi, parts
+
+
+def test_split_at_necks_separates_lungs_and_trachea_but_not_a_convex_region() -> None:
+    region, parts = _airways()
+    pieces = pseudo.split_at_necks(region)
+    assert np.all((pieces > 0) == region)
+    label = {name: int(np.bincount(pieces[mask]).argmax()) for name, mask in parts.items()}
+    assert len(set(label.values())) == 3  # left lung, right lung and trachea apart
+    for name, mask in parts.items():
+        assert (pieces[mask] == label[name]).mean() > 0.95
+    trachea_piece = pieces == label["trachea"]
+    assert not (trachea_piece & (parts["left"] | parts["right"])).any()
+    # an ellipsoid and two broadly overlapping balls stay whole
+    assert len(np.unique(pseudo.split_at_necks(parts["left"])[parts["left"]])) == 1
+    zz, yy, xx = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in (40, 40, 70)], indexing="ij")
+    blob = ((xx - 28) ** 2 + (yy - 20) ** 2 + (zz - 20) ** 2 <= 14**2) | ((xx - 42) ** 2 + (yy - 20) ** 2 + (zz - 20) ** 2 <= 14**2)
+    assert len(np.unique(pseudo.split_at_necks(blob)[blob])) == 1
+
+
+def test_lungs_joined_by_an_airway_tree_become_separate_pseudo_structures() -> None:
+    """One air component (lungs + airways) must not be one target: a trachea click would fill the lungs."""
+    region, parts = _airways()
+    rng = np.random.default_rng(0)
+    hu = np.where(region, -850.0, 40.0).astype(np.float32) + rng.normal(0, 10, region.shape).astype(np.float32)
+    hu[:, :, :3] = hu[:, :, -3:] = -1000.0  # air outside the patient at the sides
+    kept = [p for p in pseudo.generate(hu, seed=0, min_voxels=300) if p.name.startswith("pseudo_air")]
+    full = []
+    for p in kept:
+        m = np.zeros(hu.shape, bool)
+        lo = p.lo_zyx
+        m[lo[0]:lo[0] + p.mask.shape[0], lo[1]:lo[1] + p.mask.shape[1], lo[2]:lo[2] + p.mask.shape[2]] = p.mask
+        full.append(m)
+    for lung in ("left", "right"):
+        assert sum((m & parts[lung]).sum() > 0.9 * parts[lung].sum() for m in full) == 1
+    assert not any((m & parts["left"]).any() and (m & parts["right"]).any() for m in full)
+    assert not any((m & parts["trachea"]).sum() > 0.5 * parts["trachea"].sum() and (m & parts["left"]).any() for m in full)
