@@ -45,7 +45,7 @@ from CTSAM3DLib.geometry.model_space import PATCH_SIZE, ModelGrid
 from CTSAM3DLib.io.readers import read_image
 from CTSAM3DLib.model.build import DEFAULT_VARIANT, VARIANTS, build_model
 from CTSAM3DLib.model.predictor import Predictor, resolve_device
-from CTSAM3DLib.prompts.simulate import next_click
+from CTSAM3DLib.prompts.simulate import deepest_click
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -201,9 +201,9 @@ def _model_specs(models: Sequence[str | Path], use_amp: bool, use_random_weights
 def load_cpp_case(folder: Path) -> CppCase:
     """Read the CPP case and click the organ's deepest voxel, as the evaluation protocol does.
 
-    Deepest in mm from the organ's boundary *or the scan's edge* (``next_click`` on an empty
-    prediction): an organ the scan cuts is otherwise clicked on its last slice, half a patch
-    of padding (the sample's liver: CPP Dice 0.016).
+    ``deepest_click``: in mm from the organ's boundary *or the scan's edge*; an organ the scan
+    cuts is otherwise clicked on its last slice, half a patch of padding (the sample's liver:
+    CPP Dice 0.016).
 
     Raises:
         FileNotFoundError: the folder lacks ``ct.nii.gz`` or the structure's mask.
@@ -217,9 +217,8 @@ def load_cpp_case(folder: Path) -> CppCase:
     mask = sitk.GetArrayFromImage(mask_img) > 0
     if mask.shape != sitk.GetArrayFromImage(image).shape or not mask.any():
         raise ValueError(f"{seg} must be a non-empty mask on the grid of {ct}.")
-    deepest = next_click(np.zeros_like(mask), mask, image.GetSpacing())
-    assert deepest is not None  # the mask is not empty
-    return CppCase(image, tuple(float(v) for v in deepest.point_xyz), mask.astype(np.uint8))
+    deepest = deepest_click(mask, image.GetSpacing())
+    return CppCase(image, deepest.point_xyz, mask.astype(np.uint8))
 
 
 # ---- one model ---------------------------------------------------------------------------

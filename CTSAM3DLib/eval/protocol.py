@@ -45,7 +45,7 @@ from CTSAM3DLib.io.readers import ImageReadError, read_image, volume_to_sitk
 from CTSAM3DLib.io.volume import Volume
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.prompts.click import Click
-from CTSAM3DLib.prompts.simulate import first_click, next_click
+from CTSAM3DLib.prompts.simulate import deepest_click, first_click, next_click
 
 logger = logging.getLogger(__name__)
 
@@ -310,8 +310,8 @@ def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name:
                         out: _Collector) -> None:
     """Every method on one structure, all from the same first click (``seed`` = (seed, first-click mode))."""
     spacing = tuple(float(s) for s in image.GetSpacing())
-    if seed[1] == "deepest":  # the simulator's click on an empty prediction: the deepest voxel of the structure
-        first = next_click(np.zeros_like(gt), gt, spacing)
+    if seed[1] == "deepest":
+        first = deepest_click(gt, spacing)
     else:
         first = first_click(gt, case_rng(seed[0], case_id, name))
     for method in methods:

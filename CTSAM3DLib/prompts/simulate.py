@@ -54,6 +54,21 @@ def first_click(gt: np.ndarray, rng: np.random.Generator) -> Click:
     return Click(point_xyz=(float(x), float(y), float(z)), is_positive=True)
 
 
+def deepest_click(gt: np.ndarray, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> Click:
+    """A positive click at the structure's deepest voxel: what a user aims for.
+
+    Deepest in mm from the structure's boundary *or the array border* (`next_click` on an
+    empty prediction), so an organ the scan cuts is not clicked on its last slice.
+
+    Raises:
+        ValueError: If ``gt`` is not 3-D or has no foreground voxel.
+    """
+    click = next_click(np.zeros_like(_as_mask(gt, "gt")), gt, spacing_mm)
+    if click is None:
+        raise ValueError("deepest_click needs a non-empty ground-truth mask")
+    return click
+
+
 def next_click(
     pred: np.ndarray,
     gt: np.ndarray,

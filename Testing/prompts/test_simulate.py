@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from CTSAM3DLib.prompts.click import Click
-from CTSAM3DLib.prompts.simulate import first_click, next_click
+from CTSAM3DLib.prompts.simulate import deepest_click, first_click, next_click
 
 
 def _box_mask(shape_zyx, start_zyx, size_zyx) -> np.ndarray:
@@ -129,3 +129,13 @@ def test_first_click_is_inside_and_reproducible():
 def test_first_click_rejects_empty_mask():
     with pytest.raises(ValueError, match="non-empty"):
         first_click(np.zeros((4, 4, 4), dtype=bool), np.random.default_rng(0))
+
+
+def test_deepest_click_treats_the_scan_edge_as_boundary():
+    gt = np.zeros((20, 10, 10), dtype=bool)
+    gt[4:, 2:8, 2:8] = True  # an organ the scan cuts at z = 19
+    click = deepest_click(gt, (1.0, 1.0, 1.0))
+    assert click.is_positive and gt[int(click.point_xyz[2]), int(click.point_xyz[1]), int(click.point_xyz[0])]
+    assert click.point_xyz[2] < 17  # not on the last slices, where a plain distance map puts it
+    with pytest.raises(ValueError, match="non-empty"):
+        deepest_click(np.zeros((5, 5, 5), dtype=bool))

@@ -9,7 +9,7 @@ weights, and writes to ``Resources/sample/reference/``:
 
 Each structure gets one positive click at its deepest interior voxel (largest distance in mm to
 the TotalSegmentator mask's boundary or the scan's edge: the evaluation protocol's deepest
-voxel, ``prompts.simulate.next_click`` on an empty prediction), found on the grid Slicer loads,
+voxel, ``prompts.simulate.deepest_click``), found on the grid Slicer loads,
 so the clicks are the same in Slicer. Usage (after the default weights exist and their SHA-256 is recorded)::
 
     python Testing/slicer_module/make_reference_masks.py            # bundled weights, CPU
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from mrml_test_support import headless_scene, read_node, write_node
 
     from CTSAM3DLib.mrml_bridge import BridgeLogic
-    from CTSAM3DLib.prompts.simulate import next_click
+    from CTSAM3DLib.prompts.simulate import deepest_click
 
     scene = headless_scene()
     volume = read_node(scene, args.sample / "ct.nii.gz", name="CT")
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         truth_node = read_node(scene, args.sample / "segmentations" / f"{name}.nii.gz",
                                "vtkMRMLLabelMapVolumeNode", name=f"{name} (TotalSegmentator)")
         truth = np.array(slicer.util.arrayFromVolume(truth_node)) > 0  # same grid as the CT: both read by Slicer
-        # the evaluation protocol's deepest voxel (in mm, the scan's edge counting as boundary): what a user aims for
-        deepest = next_click(np.zeros_like(truth), truth, volume.GetSpacing())
+        deepest = deepest_click(truth, volume.GetSpacing())  # the evaluation protocol's deepest voxel
         point_ras = (ijk_to_ras @ np.array([*deepest.point_xyz, 1.0]))[:3]
         start = time.perf_counter()
         segment_id = logic.segment(volume, segmentation, None, [point_ras], [1])
