@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "a5d38ad401f3c910a954a504f37ce70062b91dbfcc8566677163af7bf77e738b"
+DEFAULT_WEIGHTS_SHA256 = "9c0791fb3b01d8aedea10dd50db673b5d315dc63bd06ebd05684519cee631ed7"
 
 
 def resources_dir() -> Path:

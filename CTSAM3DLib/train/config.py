@@ -92,8 +92,10 @@ class TrainConfig:
         train_parts: ``"all"`` or ``"cpp"``: train only the CPP sub-network on the frozen segmenter's
             round-1 predictions (cheap: no backward pass through encoder and decoder), e.g. to give
             trained segmentation weights a CPP head without changing how they segment.
-        pseudo_ratio: fraction of samples drawn from class-agnostic pseudo-structures (supervoxels
-            and HU-band regions of the training CTs, `CTSAM3DLib.train.pseudo`) instead of labels.
+        pseudo_ratio: fraction of samples drawn from class-agnostic pseudo-structures (HU-band
+            regions of the training CTs, `CTSAM3DLib.train.pseudo`) instead of labels.
+        pseudo_supervoxel_mm: sizes (mm across) of SLIC supervoxels added to the pseudo-structures;
+            empty (default) adds none, as their blocky organ chunks taught under-filling.
         splits: dataset splits used for training (subjects without a split are always used).
         exclude_structures: structure-name patterns (fnmatch) never sampled.
         seed: master seed (model init, sampling, clicks, augmentation).
@@ -150,6 +152,7 @@ class TrainConfig:
     cpp_negative_prob: float = 0.0
     train_parts: str = "all"
     pseudo_ratio: float = 0.0
+    pseudo_supervoxel_mm: tuple[float, ...] = ()
     splits: tuple[str, ...] = ("train",)
     exclude_structures: tuple[str, ...] = ()
     seed: int = 0
@@ -189,6 +192,7 @@ class TrainConfig:
         need(self.train_parts in ("all", "cpp"), f"train_parts must be 'all' or 'cpp', got {self.train_parts!r}")
         need(self.train_parts == "all" or self.cpp_weight > 0, "train_parts 'cpp' needs cpp_weight > 0")
         need(self.cpp_loss in ("mse", "balanced"), f"cpp_loss must be 'mse' or 'balanced', got {self.cpp_loss!r}")
+        need(all(mm > 0 for mm in self.pseudo_supervoxel_mm), "pseudo_supervoxel_mm sizes must be positive")
         need(self.center_jitter <= 20, "center_jitter must be <= 20 voxels (the first click stays in U's core)")
         need(min(self.focal_weight, self.dice_weight, self.cpp_weight, self.grad_clip) >= 0,
              "loss weights and grad_clip must be >= 0")

@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 # Bump when the cache layout or preprocessing changes (invalidates every cache folder).
 CACHE_VERSION = 1
 # Bump when the pseudo-structure generator changes (its files carry this number in their names).
-PSEUDO_VERSION = 3
+PSEUDO_VERSION = 4
 # Distance between a patch and its CPP neighbours (engine/planning.STRIDE).
 NEIGHBOUR_STRIDE = 48
 # The 26 neighbour directions (x, y, z).
@@ -105,7 +105,7 @@ class CachedSubject:
         issues: data issues found while preprocessing (re-reported on every run).
     """
 
-    def __init__(self, folder: Path, pseudo_seed: int | None = None) -> None:
+    def __init__(self, folder: Path, pseudo_seed: int | None = None, supervoxel_mm: Sequence[float] = ()) -> None:
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         self.folder = folder
         self.subject_id: str = index["subject_id"]
@@ -118,7 +118,7 @@ class CachedSubject:
         self.pseudo: list[StructureInfo] = []
         self.pseudo_bits = np.zeros(0, dtype=np.uint8)
         if pseudo_seed is not None:
-            bits_path, index_path = pseudo_paths(folder, pseudo_seed)
+            bits_path, index_path = pseudo_paths(folder, pseudo_seed, supervoxel_mm)
             if index_path.is_file():
                 self.pseudo = _structure_infos(json.loads(index_path.read_text(encoding="utf-8"))["structures"])
                 self.pseudo_bits = np.load(bits_path, mmap_mode="r")
@@ -150,19 +150,20 @@ def _pack(masks: Sequence[tuple[str, Sequence[int], np.ndarray]]) -> tuple[list[
     return infos, (np.concatenate(chunks) if chunks else np.zeros(0, np.uint8))
 
 
-def pseudo_paths(folder: Path, seed: int) -> tuple[Path, Path]:
-    """The bits and index files of a subject's pseudo-structures for ``seed``."""
-    stem = f"pseudo-v{PSEUDO_VERSION}-seed{seed}"
+def pseudo_paths(folder: Path, seed: int, supervoxel_mm: Sequence[float] = ()) -> tuple[Path, Path]:
+    """The bits and index files of a subject's pseudo-structures for ``seed`` (and supervoxel sizes)."""
+    sizes = "".join(f"-sv{float(mm):g}" for mm in supervoxel_mm)
+    stem = f"pseudo-v{PSEUDO_VERSION}-seed{seed}{sizes}"
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
-def ensure_pseudo(folder: Path, seed: int) -> int:
+def ensure_pseudo(folder: Path, seed: int, supervoxel_mm: Sequence[float] = ()) -> int:
     """Generate a cached subject's pseudo-structures once (written atomically); returns how many."""
-    bits_path, index_path = pseudo_paths(folder, seed)
+    bits_path, index_path = pseudo_paths(folder, seed, supervoxel_mm)
     if index_path.is_file():
         return len(json.loads(index_path.read_text(encoding="utf-8"))["structures"])
     image = np.load(folder / "image.npy", mmap_mode="r")
-    found = pseudo.generate(np.asarray(image), seed)
+    found = pseudo.generate(np.asarray(image), seed, supervoxel_mm=supervoxel_mm)
     infos, bits = _pack([(p.name, p.lo_zyx, p.mask) for p in found])
     tmp = bits_path.with_name(f"{bits_path.stem}.tmp{os.getpid()}.npy")
     np.save(tmp, bits)
@@ -322,8 +323,8 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
 
 
 def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 0, world_size: int = 1,
-                barrier: Callable[[], None] | None = None, pseudo_seed: int | None = None
-                ) -> tuple[list[CachedSubject], list[DataIssue]]:
+                barrier: Callable[[], None] | None = None, pseudo_seed: int | None = None,
+                supervoxel_mm: Sequence[float] = ()) -> tuple[list[CachedSubject], list[DataIssue]]:
     """Preprocess subjects (rank ``r`` builds every ``world_size``-th) and load the whole cache.
 
     Args:
@@ -333,6 +334,7 @@ def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 
         world_size: number of processes.
         barrier: called between building and loading (``torch.distributed.barrier`` under DDP).
         pseudo_seed: also build (once) and load every subject's pseudo-structures for this seed.
+        supervoxel_mm: the pseudo-structures' supervoxel sizes (`pseudo.generate`).
 
     Returns:
         ``(cached subjects with at least one structure or pseudo-structure, issues)``.
@@ -344,7 +346,8 @@ def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 
         if n % world_size == rank:
             folder, _ = preprocess_subject(subject, cache_dir)  # its issues are stored in the cache, read below
             if folder is not None and pseudo_seed is not None:
-                logger.info("Pseudo-structures of %s: %d", subject.subject_id, ensure_pseudo(folder, pseudo_seed))
+                count = ensure_pseudo(folder, pseudo_seed, supervoxel_mm)
+                logger.info("Pseudo-structures of %s: %d", subject.subject_id, count)
     if barrier is not None:
         barrier()
     cached: list[CachedSubject] = []
@@ -358,7 +361,7 @@ def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 
         if index.get("failed"):  # the CT could not be read (reported by whichever rank built it)
             issues.extend(_issues_from(index))
             continue
-        c = CachedSubject(folder, pseudo_seed)
+        c = CachedSubject(folder, pseudo_seed, supervoxel_mm)
         issues.extend(c.issues)
         if c.structures or c.pseudo:
             cached.append(c)

@@ -9,8 +9,14 @@ same way). Two generators run on a model-space CT (1.5 mm, HU, ``(z, y, x)``):
   bigger than a patch included (lungs, subcutaneous fat, muscle groups). Air is then split where
   it narrows (`split_at_necks`): the airway tree joins both lungs into one component, and a model
   trained on that component learns that a click in the trachea fills the lungs.
-- Supervoxels: SLIC (scikit-image) on the windowed CT at 4.5 mm, at sizes from about 2.5 cm
-  to 10 cm across, so every scale from a node to an organ part is covered.
+- Supervoxels (off unless ``supervoxel_mm`` names sizes): SLIC (scikit-image) on the windowed CT
+  at 4.5 mm, e.g. 25, 50 and 100 mm across. Off by default since stage 10: at 4.5 mm their
+  borders are blocks, not image edges, and most are chunks of a larger organ or straddle fat and
+  muscle, so a click inside an organ was taught "a blob of about this size" by one sample and
+  "the whole organ" by the next. On stage 9's training data that prior showed as round-1
+  predictions of 14,000-45,000 voxels for 10 cm supervoxels filling 36,000-136,000 voxels of the
+  patch (Dice 0.17-0.43), the same under-fill as on the lungs; a 720-step A/B favours leaving them
+  out on `val` and `test` (docs/MODEL_CARD.md, "Stage 10").
 
 Every candidate is kept only if it is inside the body, between ``min_voxels`` and
 ``max_voxels`` large, compact (it fills at least ``min_fill`` of its bounding box) and
@@ -28,6 +34,7 @@ need to fill ``_AIR_MIN_FILL`` of their box.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +49,6 @@ HU_BANDS: tuple[tuple[str, float, float, int], ...] = (
     ("soft", 0.0, 150.0, 2),
     ("bone", 200.0, 3000.0, 0),
 )
-# Approximate supervoxel diameters (mm) of the SLIC scales.
-SLIC_SIZES_MM: tuple[float, ...] = (25.0, 50.0, 100.0)
 # Model-space voxel size (mm) and the SLIC working resolution factor (3: 4.5 mm voxels).
 _SPACING_MM = 1.5
 _SLIC_STEP = 3
@@ -74,13 +79,15 @@ def body_mask(hu_zyx: np.ndarray) -> np.ndarray:
     return body
 
 
-def generate(hu_zyx: np.ndarray, seed: int, *, min_voxels: int = 400, max_voxels: int = 1_500_000,
-             min_fill: float = 0.1, max_std_hu: float = 120.0, per_group: int = 40) -> list[PseudoStructure]:
+def generate(hu_zyx: np.ndarray, seed: int, *, supervoxel_mm: Sequence[float] = (), min_voxels: int = 400,
+             max_voxels: int = 1_500_000, min_fill: float = 0.1, max_std_hu: float = 120.0,
+             per_group: int = 40) -> list[PseudoStructure]:
     """Pseudo-structures of one model-space CT (see the module docstring).
 
     Args:
         hu_zyx: HU ``(z, y, x)`` on the 1.5 mm model grid.
         seed: fixes which candidates are kept when a group has more than ``per_group``.
+        supervoxel_mm: approximate diameters (mm) of SLIC supervoxel scales to add; none by default.
         min_voxels: smallest region kept (400 voxels ~ 1.4 ml).
         max_voxels: largest region kept (1.5 million voxels ~ 5 l: a lung, many patches).
         min_fill: least fraction of its bounding box a region must fill.
@@ -123,10 +130,12 @@ def generate(hu_zyx: np.ndarray, seed: int, *, min_voxels: int = 400, max_voxels
         labels, count = ndimage.label(band)
         keep(name, labels, count)
 
+    if not supervoxel_mm:
+        return out
     small = hu[::_SLIC_STEP, ::_SLIC_STEP, ::_SLIC_STEP]
     small_body = body[::_SLIC_STEP, ::_SLIC_STEP, ::_SLIC_STEP]
     windowed = np.clip((small + 1000.0) / 2000.0, 0.0, 1.0)
-    for size_mm in SLIC_SIZES_MM:
+    for size_mm in supervoxel_mm:
         region_voxels = (size_mm / (_SPACING_MM * _SLIC_STEP)) ** 3
         n_segments = max(2, int(small_body.sum() / region_voxels))
         labels_small = slic(windowed, n_segments=n_segments, compactness=0.05, max_num_iter=5, channel_axis=None,

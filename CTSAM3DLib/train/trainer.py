@@ -423,7 +423,8 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
         scan_issues += unlabeled.issues
     cached, cache_issues = build_cache(subjects, cache_dir or out / "cache", info.rank, info.world_size,
                                        barrier=lambda: D.barrier(info),
-                                       pseudo_seed=config.seed if config.pseudo_ratio > 0 else None)
+                                       pseudo_seed=config.seed if config.pseudo_ratio > 0 else None,
+                                       supervoxel_mm=config.pseudo_supervoxel_mm)
     issues: list[DataIssue] = scan_issues + cache_issues
     if info.is_main:  # before the sampler, which refuses data with nothing usable left
         log_issues(issues, logger)

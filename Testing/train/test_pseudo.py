@@ -31,8 +31,8 @@ def _phantom(seed: int = 0) -> np.ndarray:
 
 def test_generator_is_deterministic_bounded_and_never_empty() -> None:
     hu = _phantom()
-    a = pseudo.generate(hu, seed=3, min_voxels=300, max_voxels=200_000)
-    b = pseudo.generate(hu, seed=3, min_voxels=300, max_voxels=200_000)
+    a = pseudo.generate(hu, seed=3, supervoxel_mm=(25, 50), min_voxels=300, max_voxels=200_000)
+    b = pseudo.generate(hu, seed=3, supervoxel_mm=(25, 50), min_voxels=300, max_voxels=200_000)
     assert len(a) > 0
     assert [p.name for p in a] == [p.name for p in b]
     for p, q in zip(a, b):
@@ -47,6 +47,8 @@ def test_generator_is_deterministic_bounded_and_never_empty() -> None:
         assert np.all(lo >= 0) and np.all(lo + p.mask.shape <= hu.shape)
     lungs = [p for p in a if p.name.startswith("pseudo_air")]
     assert len(lungs) == 2 and all(p.mask.sum() > 20_000 for p in lungs)  # both lungs, not the air outside
+    default = pseudo.generate(hu, seed=3, min_voxels=300, max_voxels=200_000)  # supervoxels only when asked for
+    assert [p.name for p in default] == [p.name for p in a if not p.name.startswith("pseudo_slic")]
 
 
 def test_an_air_region_with_a_partial_volume_rim_is_kept() -> None:
@@ -75,6 +77,11 @@ def test_sampler_draws_pseudo_structures_at_the_configured_ratio(synthetic_data:
     assert 0.25 <= share <= 0.75
     none = PairSampler(cached, TrainConfig(batch_size=4, pseudo_ratio=0.0))
     assert not any("pseudo_" in n for step in range(5) for n in none.batch(step).names)
+    # Supervoxels asked for: their own files beside the default ones, which stay as they were.
+    with_sv, _ = build_cache(scan.subjects, tmp_path / "cache", pseudo_seed=0, supervoxel_mm=(25.0,))
+    assert pseudo_paths(cached[0].folder, 0, (25.0,))[1].is_file() and index.read_text() == first
+    assert any(p.name.startswith("pseudo_slic25") for p in with_sv[0].pseudo)
+    assert not any(p.name.startswith("pseudo_slic") for p in cached[0].pseudo)
 
 
 @pytest.mark.parametrize("pseudo_ratio", [0.0, 1.0])
