@@ -39,7 +39,8 @@ def _release(dims: tuple[int, int, int, int], depths: tuple[int, int, int, int],
 _COMPACT_ENCODER = EncoderConfig((32, 64, 128, 256), (1, 1, 2, 1), _HEADS, (16, 32, 64, 128))
 
 # Name -> variant. "compact" is ours: same interfaces, ~30x cheaper decoder, CPP at half resolution;
-# "compact_geo" is "compact" whose decoder also reads geodesic click maps (`prompts.geodesic`).
+# "compact_geo" is "compact" whose decoder also reads geodesic click maps (`prompts.geodesic`);
+# "compact_geo_skip" also adds them, weighted, to its output logits (`decoder.PSAPDecoder`).
 VARIANTS: dict[str, Variant] = {
     "restv2_tiny": _release((96, 192, 384, 768), (1, 2, 6, 2)),
     "restv2_small": _release((96, 192, 384, 768), (1, 2, 12, 2)),
@@ -47,6 +48,8 @@ VARIANTS: dict[str, Variant] = {
     "restv2_large": _release((128, 256, 512, 1024), (2, 3, 16, 2), (2, 4, 8, 16)),
     "compact": Variant(_COMPACT_ENCODER, DecoderConfig.compact(), (8, 16, 32, 64), 1, 2),
     "compact_geo": Variant(_COMPACT_ENCODER, DecoderConfig.compact(GEODESIC_PROMPT_CHANNELS), (8, 16, 32, 64), 1, 2),
+    "compact_geo_skip": Variant(_COMPACT_ENCODER, DecoderConfig.compact(GEODESIC_PROMPT_CHANNELS, geodesic_skip=True),
+                                (8, 16, 32, 64), 1, 2),
 }
 # The variant used by the bundled default weights.
 DEFAULT_VARIANT = "compact_geo"
@@ -66,12 +69,18 @@ def build_model(variant: str = DEFAULT_VARIANT) -> CTSAM3D:
     return CTSAM3D(ResTEncoder(v.encoder), PSAPDecoder(v.decoder), cpp, cpp_scale=v.cpp_scale)
 
 
+# New weights that `grown` keeps at their built value rather than zero: a measured prior
+# (`decoder.GEODESIC_SKIP_START`), which the training loss alone did not find from zero.
+PRIOR_STARTED = frozenset({"mask_decoder.geodesic_skip"})
+
+
 def grown(model: CTSAM3D, variant: str) -> CTSAM3D:
     """A ``variant`` network holding ``model``'s weights, for a variant that only adds layers.
 
     The added layers (the geodesic-map convolutions of ``compact_geo`` on a ``compact`` network)
-    start at zero, so the new network predicts exactly what ``model`` did until training
-    teaches it to use them.
+    start at zero, so the new network predicts exactly what ``model`` did until training teaches
+    it to use them; the weights in `PRIOR_STARTED` (the logit skip of ``compact_geo_skip`` on a
+    ``compact_geo`` network) start at their measured prior instead.
 
     Raises:
         ValueError: ``variant`` lacks one of ``model``'s weights or has it in another shape.
@@ -84,6 +93,6 @@ def grown(model: CTSAM3D, variant: str) -> CTSAM3D:
         raise ValueError(f"variant {variant!r} is not this network plus new layers: "
                          f"{len(missing)} of its weights are missing ({missing[:2]}), {len(wrong)} differ in shape "
                          f"({wrong[:2]})")
-    state = {k: src[k] if k in src else torch.zeros_like(v) for k, v in own.items()}
+    state = {k: src[k] if k in src else v if k in PRIOR_STARTED else torch.zeros_like(v) for k, v in own.items()}
     target.load_state_dict(state, strict=True)
     return target

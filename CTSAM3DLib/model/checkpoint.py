@@ -81,9 +81,10 @@ def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
     mapped = int(state_dict.get("image_encoder.channel_mapper1.weight", torch.empty(0)).shape[0])
     prompt_channels = GEODESIC_PROMPT_CHANNELS if any(".mlp_geodesic." in k for k in state_dict) else PROMPT_CHANNELS
+    skip = "mask_decoder.geodesic_skip" in state_dict
     for name, v in VARIANTS.items():
         if (v.encoder.embed_dims == dims and v.encoder.depths == depths and v.encoder.out_channels[0] == mapped
-                and v.decoder.prompt_channels == prompt_channels):
+                and v.decoder.prompt_channels == prompt_channels and v.decoder.geodesic_skip == skip):
             return name
     raise CheckpointError(f"Checkpoint has an unknown layout: encoder widths {dims}, depths {depths} match no variant "
                           f"of {sorted(VARIANTS)}.")

@@ -34,9 +34,10 @@ class TrainConfig:
     """Training recipe (Algorithm 1 of CT-SAM3D plus the optimisation schedule).
 
     Attributes:
-        variant: network variant (``"compact"``, ``"compact_geo"`` or a release ``restv2_*``);
-            with ``init_checkpoint`` it must match the checkpoint's, except that a ``compact``
-            checkpoint can start a ``compact_geo`` run (its geodesic inputs start at zero).
+        variant: network variant (``"compact"``, ``"compact_geo"``, ``"compact_geo_skip"`` or a
+            release ``restv2_*``); with ``init_checkpoint`` it must match the checkpoint's, except
+            that a checkpoint can start a run of a variant that only adds layers to it (``compact``
+            -> ``compact_geo`` -> ``compact_geo_skip``; the new layers start at zero).
         init_checkpoint: fine-tune from this checkpoint (ours or the release ``params.pth``);
             None trains from scratch.
         window_hu: intensity window ``(min, max)`` in HU, stored in the checkpoints.

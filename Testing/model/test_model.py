@@ -109,6 +109,38 @@ def test_compact_geo_checkpoint_round_trip_and_detection(tmp_path: Path) -> None
     assert detect_variant(build_model("compact").state_dict()) == "compact"
 
 
+def test_geodesic_skip_adds_weighted_maps_to_the_logits_and_is_detected(tmp_path: Path) -> None:
+    """``compact_geo_skip`` grown from ``compact_geo`` keeps every weight and adds
+    ``GEODESIC_SKIP_GAIN * (w_p * Gp + w_n * Gn)`` to the logits, starting at `GEODESIC_SKIP_START`;
+    its checkpoint names the variant."""
+    from CTSAM3DLib.model.build import grown
+    from CTSAM3DLib.model.checkpoint import detect_variant, load_network, save_checkpoint
+    from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN, GEODESIC_SKIP_START, DecoderConfig, PSAPDecoder
+
+    torch.manual_seed(2)
+    geo = build_model("compact_geo").eval()
+    skip = grown(geo, "compact_geo_skip").eval()
+    image = torch.rand(1, 1, 64, 64, 64)
+    prompt = torch.zeros(1, 5, 64, 64, 64)
+    prompt[:, 1, 30:34, 30:34, 30:34] = 1.0
+    prompt[:, 3], prompt[:, 4] = torch.rand(64, 64, 64), torch.rand(64, 64, 64)
+    (wp, wn) = GEODESIC_SKIP_START
+    with torch.no_grad():
+        base = geo(image, prompt)
+        assert torch.allclose(skip(image, prompt) - base, wp * prompt[:, 3:4] + wn * prompt[:, 4:5], atol=1e-4)
+        skip.mask_decoder.geodesic_skip[:] = torch.tensor([3.0, -1.0]) / GEODESIC_SKIP_GAIN
+        added = skip(image, prompt) - base
+    assert torch.allclose(added, 3.0 * prompt[:, 3:4] - prompt[:, 4:5], atol=1e-4)
+    assert detect_variant(skip.state_dict()) == "compact_geo_skip"
+    assert detect_variant(geo.state_dict()) == "compact_geo"
+    save_checkpoint(tmp_path / "skip.pt", skip, "compact_geo_skip", (-1000.0, 1000.0))
+    loaded, variant, _, _ = load_network(tmp_path / "skip.pt")
+    assert variant == "compact_geo_skip"
+    assert torch.equal(loaded.mask_decoder.geodesic_skip, skip.mask_decoder.geodesic_skip)
+    with pytest.raises(ValueError, match="geodesic_skip needs"):
+        PSAPDecoder(DecoderConfig.compact(geodesic_skip=True))
+
+
 @pytest.mark.parametrize(("cin", "cout", "batch"), [(16, 8, 1), (32, 16, 2), (256, 128, 1)])
 def test_up_block_matches_its_transposed_convolution(cin: int, cout: int, batch: int) -> None:
     """The channels-last upsampling (matrix product + voxel shuffle) equals ConvTranspose3d + LayerNorm + GELU."""
