@@ -37,7 +37,8 @@ class TrainConfig:
         variant: network variant (``"compact"``, ``"compact_geo"``, ``"compact_geo_skip"`` or a
             release ``restv2_*``); with ``init_checkpoint`` it must match the checkpoint's, except
             that a checkpoint can start a run of a variant that only adds layers to it (``compact``
-            -> ``compact_geo`` -> ``compact_geo_skip``; the new layers start at zero).
+            -> ``compact_geo`` -> ``compact_geo_skip``; the new layers start at zero, the logit skip
+            at its measured prior, `model.build.grown`).
         init_checkpoint: fine-tune from this checkpoint (ours or the release ``params.pth``);
             None trains from scratch.
         window_hu: intensity window ``(min, max)`` in HU, stored in the checkpoints.
