@@ -4,7 +4,8 @@ Policy (documented in README "How CPP expansion works"):
 - A click inside the core of an existing patch of the target (at least ``CORE_MARGIN``
   voxels from its border) refines that patch; otherwise a positive click gets a new patch
   centred on it (and CPP expansion), while a negative click refines the existing patch that
-  holds it nearest its centre: it corrects a leak, so it never opens new patches.
+  holds it nearest its centre: it corrects a leak, so it never opens new patches. Every other
+  patch that holds the click and predicts it wrongly is refined with it (``disagreeing``).
 - Neighbours sit at ``STRIDE`` = 48 model voxels (72 mm) from a patch, so adjacent
   patches overlap by ``OVERLAP`` = 16 voxels. Neighbour V of patch U is visited only if
   U's binary mask has foreground in the overlap slab shared with V, i.e. the structure
@@ -47,6 +48,25 @@ def patch_for_click(point_model: np.ndarray, starts: list[IJK], margin: int = CO
             if d < best_d:
                 best, best_d = s, d
     return best
+
+
+def holding(starts: list[IJK], point_model: np.ndarray) -> list[IJK]:
+    """The patches among ``starts`` whose 64^3 box holds ``point_model`` (x, y, z)."""
+    p = np.round(point_model).astype(int)
+    return [s for s in starts if np.all(p >= np.asarray(s)) and np.all(p < np.asarray(s) + PATCH_SIZE)]
+
+
+def prob_at(prob_zyx: np.ndarray, start: IJK, point_model: np.ndarray) -> float:
+    """The patch probability at ``point_model`` (x, y, z), which the patch at ``start`` must hold."""
+    x, y, z = (int(v) for v in np.clip(np.round(point_model).astype(int) - np.asarray(start), 0, PATCH_SIZE - 1))
+    return float(prob_zyx[z, y, x])
+
+
+def disagreeing(probs: Mapping[IJK, np.ndarray], point_model: np.ndarray, is_positive: bool) -> list[IJK]:
+    """The patches holding a click whose prediction there contradicts it (background at a positive click,
+    foreground at a negative one): a correction must reach them too, or the blend outvotes it."""
+    return [s for s in holding(list(probs), point_model)
+            if (prob_at(probs[s], s, point_model) >= 0.5) != is_positive]
 
 
 def centred_start(point_model: np.ndarray) -> IJK:

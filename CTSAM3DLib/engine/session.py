@@ -78,11 +78,15 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class PatchState:
-    """One patch of a target: its clicks (local voxel x, y, z) and probabilities (z, y, x)."""
+    """One patch of a target: its clicks (local voxel x, y, z) and probabilities (z, y, x).
+
+    The first ``n_auto`` clicks were placed by CPP expansion, not by the user.
+    """
 
     points: np.ndarray
     labels: np.ndarray
     prob: np.ndarray
+    n_auto: int = 0
 
 
 @dataclass(frozen=True)
@@ -207,8 +211,7 @@ class Session:
         start = start or planning.centred_start(model_pt)
         self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
         try:
-            state = self._refine(vol, patches, start, model_pt, is_positive)
-            patches[start] = state
+            self._correct(vol, patches, start, model_pt, is_positive)
             n_cpp = self._expand(vol, patches, start) if is_new and is_positive and self.config.use_cpp else 0
         finally:
             self._seed_image = None
@@ -326,16 +329,45 @@ class Session:
                              f"but the image has {tuple(int(s) for s in size)} voxels (x, y, z).")
         return ijk
 
-    def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], start: IJK, model_pt: np.ndarray,
-                is_positive: bool) -> PatchState:
-        old = patches.get(start)
-        pts = np.asarray([model_pt - np.asarray(start)], dtype=np.float32)
-        lab = np.asarray([1 if is_positive else 0], dtype=np.int64)
-        if old is not None:
-            pts, lab = np.concatenate([old.points, pts]), np.concatenate([old.labels, lab])
-        prev = self._prev_mask(patches, start)
-        prob = vol.runner.segment([start], [pts], [lab], [prev])[0]
-        return PatchState(pts, lab, prob)
+    def _correct(self, vol: _VolumeState, patches: dict[IJK, PatchState], start: IJK, model_pt: np.ndarray,
+                 is_positive: bool) -> None:
+        """Give the click to ``start`` and to every other patch that holds it and calls it wrongly.
+
+        Overlapping patches blend, so a correction that reaches only one of them can be outvoted
+        by another. A negative click that a CPP-opened patch still overrules (its own automatic
+        click sits in the leak) retracts that automatic click; a patch left with no positive
+        click is dropped.
+        """
+        starts = [start] + planning.disagreeing({s: p.prob for s, p in patches.items() if s != start},
+                                                model_pt, is_positive)
+        self._refine(vol, patches, starts, model_pt, is_positive)
+        if is_positive:
+            return
+        for s in [s for s in starts if patches[s].n_auto and planning.prob_at(patches[s].prob, s, model_pt) >= 0.5]:
+            state = patches.pop(s)  # its leak must not come back as its own previous mask
+            user = slice(state.n_auto, None)
+            if state.labels[user].any():
+                pts, labs = state.points[user], state.labels[user]
+                prob = vol.runner.segment([s], [pts], [labs], [self._prev_mask(patches, s)])[0]
+                patches[s] = PatchState(pts, labs, prob)
+
+    def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], starts: list[IJK], model_pt: np.ndarray,
+                is_positive: bool) -> None:
+        """Add the click to the patches at ``starts`` (new ones are created) and re-run them as one batch."""
+        pts, labs, autos = [], [], []
+        for start in starts:
+            old = patches.get(start)
+            p = np.asarray([model_pt - np.asarray(start)], dtype=np.float32)
+            lab = np.asarray([1 if is_positive else 0], dtype=np.int64)
+            if old is not None:
+                p, lab = np.concatenate([old.points, p]), np.concatenate([old.labels, lab])
+            pts.append(p)
+            labs.append(lab)
+            autos.append(0 if old is None else old.n_auto)
+        prevs = [self._prev_mask(patches, s) for s in starts]
+        probs = vol.runner.segment(starts, pts, labs, prevs)
+        for start, p, lab, n_auto, prob in zip(starts, pts, labs, autos, probs):
+            patches[start] = PatchState(p, lab, prob, n_auto)
 
     def _prev_mask(self, patches: Mapping[IJK, PatchState], start: IJK) -> np.ndarray | None:
         probs = {s: p.prob for s, p in patches.items()}
@@ -384,7 +416,7 @@ class Session:
         sources = dict(pairs)
         for v, p, lab, prob in zip(starts, pts, labs, probs):
             if (prob >= 0.5).any() and self._agrees(patches[sources[v]], sources[v], prob, v):
-                patches[v] = PatchState(p, lab, prob)
+                patches[v] = PatchState(p, lab, prob, n_auto=1)
                 kept.append(v)
         return kept
 

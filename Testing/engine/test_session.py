@@ -158,6 +158,38 @@ def test_a_negative_click_refines_the_patch_holding_it_and_never_expands() -> No
     assert set(patches) < set(s._vol.targets["default"].snapshot.patches)
 
 
+class StubbornOracle(ThresholdOracle):
+    """Segments bright voxels in every patch that holds a positive click, whatever its negative clicks say."""
+
+    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
+        out = super().decode(feats, points, labels, prev_mask, image)
+        return out * (labels == 1).any(1).float().view(-1, 1, 1, 1, 1)
+
+
+def _negative_click_at_model_point(s: Session, point_model: np.ndarray) -> None:
+    s.add_click(tuple(s._vol.grid.model_to_lps(point_model)), is_positive=False, frame="lps")
+
+
+@pytest.mark.parametrize("beyond_u", [False, True])
+def test_a_negative_click_reaches_every_patch_showing_it_and_retracts_an_overruled_cpp_click(beyond_u: bool) -> None:
+    s, _ = _clicked_sphere(75.0, StubbornOracle(), max_patches=2, cpp_mode="geometric")
+    (u, state_u), (v, state_v) = s._vol.targets["default"].snapshot.patches.items()
+    assert (state_u.n_auto, state_v.n_auto) == (0, 1)
+    d = (np.asarray(v) - np.asarray(u)) // planning.STRIDE  # V's direction from U (a face)
+    # 40 voxels out from U's centre only V holds the point; 24 out it lies in the slab both hold.
+    point = np.asarray(u) + 32 + (40 if beyond_u else 24) * d
+    assert planning.prob_at(state_v.prob, v, point) >= 0.5
+    _negative_click_at_model_point(s, point)
+    patches = s._vol.targets["default"].snapshot.patches
+    # The oracle keeps V's foreground while V holds its CPP click: the click is retracted and V,
+    # left with no positive click, is dropped. U got the correction too wherever it holds the point.
+    assert v not in patches
+    assert patches[u].labels.tolist() == ([1] if beyond_u else [1, 0])
+    ijk = np.rint(s._to_ijk(tuple(s._vol.grid.model_to_lps(point)), "lps")).astype(int)
+    assert s.mask()[ijk[2], ijk[1], ijk[0]] == (0 if beyond_u else 1)  # U stays stubborn where it holds the point
+    assert s.undo() and v in s._vol.targets["default"].snapshot.patches
+
+
 def test_partial_repaint_equals_full_recompute() -> None:
     s, _ = _clicked_sphere(75.0, ThresholdOracle(), max_patches=5)
     s.add_click((20, 55, 30))
