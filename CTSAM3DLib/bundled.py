@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "9c0791fb3b01d8aedea10dd50db673b5d315dc63bd06ebd05684519cee631ed7"
+DEFAULT_WEIGHTS_SHA256 = "911d01a86a999f40922ac8076498ea6c91450b259122563497c12309940cf3cd"
 
 
 def resources_dir() -> Path:

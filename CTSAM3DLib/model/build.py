@@ -52,7 +52,7 @@ VARIANTS: dict[str, Variant] = {
                                 (8, 16, 32, 64), 1, 2),
 }
 # The variant used by the bundled default weights.
-DEFAULT_VARIANT = "compact_geo"
+DEFAULT_VARIANT = "compact_geo_skip"
 
 
 def build_model(variant: str = DEFAULT_VARIANT) -> CTSAM3D:
