@@ -166,10 +166,6 @@ class StubbornOracle(ThresholdOracle):
         return out * (labels == 1).any(1).float().view(-1, 1, 1, 1, 1)
 
 
-def _negative_click_at_model_point(s: Session, point_model: np.ndarray) -> None:
-    s.add_click(tuple(s._vol.grid.model_to_lps(point_model)), is_positive=False, frame="lps")
-
-
 @pytest.mark.parametrize("beyond_u", [False, True])
 def test_a_negative_click_reaches_every_patch_showing_it_and_retracts_an_overruled_cpp_click(beyond_u: bool) -> None:
     s, _ = _clicked_sphere(75.0, StubbornOracle(), max_patches=2, cpp_mode="geometric")
@@ -179,7 +175,7 @@ def test_a_negative_click_reaches_every_patch_showing_it_and_retracts_an_overrul
     # 40 voxels out from U's centre only V holds the point; 24 out it lies in the slab both hold.
     point = np.asarray(u) + 32 + (40 if beyond_u else 24) * d
     assert planning.prob_at(state_v.prob, v, point) >= 0.5
-    _negative_click_at_model_point(s, point)
+    s.add_click(tuple(s._vol.grid.model_to_lps(point)), is_positive=False, frame="lps")
     patches = s._vol.targets["default"].snapshot.patches
     # The oracle keeps V's foreground while V holds its CPP click: the click is retracted and V,
     # left with no positive click, is dropped. U got the correction too wherever it holds the point.
