@@ -3,7 +3,8 @@
 Policy (documented in README "How CPP expansion works"):
 - A click inside the core of an existing patch of the target (at least ``CORE_MARGIN``
   voxels from its border) refines that patch; otherwise a positive click gets a new patch
-  centred on it (and CPP expansion), while a negative click refines the existing patch that
+  centred on it. A positive click then expands (CPP) from its patch into uncovered neighbours
+  its mask reaches, a re-click included; a negative click refines the existing patch that
   holds it nearest its centre: it corrects a leak, so it never opens new patches. Every other
   patch that holds the click and predicts it wrongly is refined with it (``disagreeing``).
 - Neighbours sit at ``STRIDE`` = 48 model voxels (72 mm) from a patch, so adjacent

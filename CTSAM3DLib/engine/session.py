@@ -212,7 +212,7 @@ class Session:
         self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
         try:
             self._correct(vol, patches, start, model_pt, is_positive)
-            n_cpp = self._expand(vol, patches, start) if is_new and is_positive and self.config.use_cpp else 0
+            n_cpp = self._expand(vol, patches, start) if is_positive and self.config.use_cpp else 0
         finally:
             self._seed_image = None
         click = Click(tuple(float(v) for v in ijk), bool(is_positive))  # type: ignore[arg-type]

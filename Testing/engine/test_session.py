@@ -186,6 +186,30 @@ def test_a_negative_click_reaches_every_patch_showing_it_and_retracts_an_overrul
     assert s.undo() and v in s._vol.targets["default"].snapshot.patches
 
 
+class BallOracle(ThresholdOracle):
+    """Segments bright voxels within 12 voxels of a positive click of the patch."""
+
+    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
+        out = super().decode(feats, points, labels, prev_mask, image)
+        zz, yy, xx = torch.meshgrid(*(torch.arange(64.0),) * 3, indexing="ij")
+        near = torch.zeros_like(out, dtype=torch.bool)
+        for b in range(len(out)):
+            for (x, y, z), label in zip(points[b], labels[b]):
+                if label == 1:
+                    near[b, 0] |= (xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2 <= 144
+        return out * near
+
+
+def test_a_positive_reclick_expands_into_neighbours_its_grown_mask_reaches() -> None:
+    s, _ = _clicked_sphere(75.0, BallOracle(), cpp_mode="geometric")
+    assert s.last_stats["cpp_patches"] == 0  # a ball of radius 12 around the centre stays off every slab
+    (u,) = s._vol.targets["default"].snapshot.patches
+    s.add_click(tuple(s._vol.grid.model_to_lps(np.asarray(u) + (44, 32, 32))), frame="lps")  # in U's core
+    patches = s._vol.targets["default"].snapshot.patches
+    assert s.last_stats["new_patch"] == 0.0 and s.last_stats["cpp_patches"] >= 1
+    assert planning.neighbour_start(u, (1, 0, 0)) in patches  # the grown ball reaches the +x slab
+
+
 def test_partial_repaint_equals_full_recompute() -> None:
     s, _ = _clicked_sphere(75.0, ThresholdOracle(), max_patches=5)
     s.add_click((20, 55, 30))
