@@ -39,22 +39,20 @@ NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
 DEFAULT_MAX_PATCHES = 1 + len(NEIGHBOUR_OFFSETS)
 
 
+def holding(starts: list[IJK], point_model: np.ndarray, margin: int = 0) -> list[IJK]:
+    """The patches among ``starts`` holding ``point_model`` (x, y, z) at least ``margin`` voxels inside."""
+    return [s for s in starts if np.all(point_model - np.asarray(s) >= margin)
+            and np.all(point_model - np.asarray(s) <= PATCH_SIZE - 1 - margin)]
+
+
 def patch_for_click(point_model: np.ndarray, starts: list[IJK], margin: int = CORE_MARGIN) -> IJK | None:
     """The existing patch holding ``point_model`` (x, y, z) at least ``margin`` voxels inside, nearest centre first."""
     best, best_d = None, np.inf
-    for s in starts:
-        local = point_model - np.asarray(s)
-        if np.all(local >= margin) and np.all(local <= PATCH_SIZE - 1 - margin):
-            d = float(np.abs(local - (PATCH_SIZE - 1) / 2).max())
-            if d < best_d:
-                best, best_d = s, d
+    for s in holding(starts, point_model, margin):
+        d = float(np.abs(point_model - np.asarray(s) - (PATCH_SIZE - 1) / 2).max())
+        if d < best_d:
+            best, best_d = s, d
     return best
-
-
-def holding(starts: list[IJK], point_model: np.ndarray) -> list[IJK]:
-    """The patches among ``starts`` whose 64^3 box holds ``point_model`` (x, y, z)."""
-    p = np.round(point_model).astype(int)
-    return [s for s in starts if np.all(p >= np.asarray(s)) and np.all(p < np.asarray(s) + PATCH_SIZE)]
 
 
 def prob_at(prob_zyx: np.ndarray, start: IJK, point_model: np.ndarray) -> float:
