@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "911d01a86a999f40922ac8076498ea6c91450b259122563497c12309940cf3cd"
+DEFAULT_WEIGHTS_SHA256 = "746754ef749189a7ae76408c73f93d9cbf8a21e3744129f56fa8acaeea5b9984"
 
 
 def resources_dir() -> Path:

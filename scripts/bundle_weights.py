@@ -5,23 +5,44 @@ Floating-point tensors are stored as float16 (half the size: the compact model f
 Prints the SHA-256 to record in ``CTSAM3DLib/bundled.py``.
 
 Usage: python scripts/bundle_weights.py RUN_DIR/model.pt Resources/weights/ctsam3d_compact.pt
-    [--cpp-mode MODE] [--cpp-min-agreement DICE]
+    [--cpp-mode MODE] [--cpp-min-agreement DICE] [--geodesic-skip W_P,W_N]
 
 ``--cpp-mode network|geometric`` records the engine CPP mode the weights were measured best
 with, ``--cpp-min-agreement`` the CPP slab-agreement threshold; sessions with the defaults
 (``SessionConfig(cpp_mode="auto", cpp_min_agreement=None)``) then use them.
+
+``--geodesic-skip`` sets a ``compact_geo_skip`` network's two logit-skip weights (on Gp, Gn), a
+calibration chosen on the validation split: training pulls ``w_p`` down, because the under-filled
+voxels far from a click sit at saturated negative logits and give it no gradient (model card,
+stages 12 and 14). The trained values are kept in the provenance.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
+import torch
+
 from CTSAM3DLib.model.checkpoint import atomic_torch_save, read_checkpoint_file, sha256_of
+from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN
+
+SKIP_KEY = "mask_decoder.geodesic_skip"
 
 
-def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: float | None = None) -> None:
+def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: float | None = None,
+         geodesic_skip: tuple[float, float] | None = None) -> None:
     ckpt = read_checkpoint_file(src)
+    calibrated = {}
+    if geodesic_skip is not None:
+        trained = ckpt["model_state_dict"].get(SKIP_KEY)
+        if trained is None:
+            raise SystemExit(f"--geodesic-skip: {src} has no geodesic logit skip (variant "
+                             f"{ckpt.get('variant', 'unknown')!r}; only compact_geo_skip has one).")
+        ckpt["model_state_dict"][SKIP_KEY] = torch.tensor(geodesic_skip, dtype=trained.dtype) / GEODESIC_SKIP_GAIN
+        calibrated = {"geodesic_skip_trained": [round(float(v) * GEODESIC_SKIP_GAIN, 4) for v in trained],
+                      "geodesic_skip_set": [float(v) for v in geodesic_skip]}
     if cpp_mode is not None:
         ckpt["cpp_mode"] = cpp_mode
     if cpp_min_agreement is not None:
@@ -30,9 +51,20 @@ def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: flo
         ckpt["cpp_min_agreement"] = cpp_min_agreement
     ckpt["model_state_dict"] = {k: v.half() if v.is_floating_point() else v
                                 for k, v in ckpt["model_state_dict"].items()}
-    ckpt["provenance"] = dict(ckpt.get("provenance", {}), stored_dtype="float16", bundled_from=Path(src).name)
+    ckpt["provenance"] = dict(ckpt.get("provenance", {}), stored_dtype="float16", bundled_from=Path(src).name,
+                             **calibrated)
     atomic_torch_save(ckpt, Path(dst))
     print(f"{dst}: {Path(dst).stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(dst)}")
+
+
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        wp, wn = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers W_P,W_N (e.g. 5,-1), got {text!r}") from None
+    if not (math.isfinite(wp) and math.isfinite(wn)):
+        raise argparse.ArgumentTypeError(f"the skip weights must be finite, got {text!r}")
+    return wp, wn
 
 
 if __name__ == "__main__":
@@ -41,5 +73,6 @@ if __name__ == "__main__":
     parser.add_argument("dst")
     parser.add_argument("--cpp-mode", choices=("network", "geometric"))
     parser.add_argument("--cpp-min-agreement", type=float)
+    parser.add_argument("--geodesic-skip", type=_pair, metavar="W_P,W_N")
     args = parser.parse_args()
-    main(args.src, args.dst, args.cpp_mode, args.cpp_min_agreement)
+    main(args.src, args.dst, args.cpp_mode, args.cpp_min_agreement, args.geodesic_skip)

@@ -1,0 +1,51 @@
+"""scripts/bundle_weights.py: float16 storage, recorded engine settings, the geodesic-skip calibration."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from CTSAM3DLib import build_model
+from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bundle_weights.py"
+
+
+def _script():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("bundle_weights", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_bundling_sets_the_skip_weights_and_keeps_the_trained_ones_in_the_provenance(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    net = build_model("compact_geo_skip")
+    save_checkpoint(tmp_path / "run.pt", net, "compact_geo_skip", (-1000.0, 1000.0))
+    _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), "geometric", 0.3, (5.0, -1.0))
+    loaded, variant, _, info = load_network(tmp_path / "bundled.pt")
+    assert variant == "compact_geo_skip"
+    assert info["cpp_mode"] == "geometric" and info["cpp_min_agreement"] == 0.3
+    from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN, GEODESIC_SKIP_START
+    assert torch.allclose(loaded.mask_decoder.geodesic_skip * GEODESIC_SKIP_GAIN, torch.tensor([5.0, -1.0]), atol=1e-2)
+    assert info["provenance"]["geodesic_skip_set"] == [5.0, -1.0]
+    assert info["provenance"]["geodesic_skip_trained"] == pytest.approx(list(GEODESIC_SKIP_START), abs=1e-3)
+    other = {k: v for k, v in loaded.state_dict().items() if k != "mask_decoder.geodesic_skip"}
+    assert all(torch.allclose(v, net.state_dict()[k].half().float()) for k, v in other.items() if v.is_floating_point())
+
+
+def test_a_network_without_the_skip_is_refused_by_name(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "run.pt", build_model("compact_geo"), "compact_geo", (-1000.0, 1000.0))
+    with pytest.raises(SystemExit, match="no geodesic logit skip.*compact_geo"):
+        _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), geodesic_skip=(5.0, -1.0))
+    assert not (tmp_path / "bundled.pt").exists()
+
+
+@pytest.mark.parametrize("text", ["5", "a,b", "nan,1", "1,2,3"])
+def test_the_skip_option_names_a_malformed_pair(text: str) -> None:
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError, match="W_P,W_N|finite"):
+        _script()._pair(text)
