@@ -94,6 +94,10 @@ class TrainConfig:
         train_parts: ``"all"`` or ``"cpp"``: train only the CPP sub-network on the frozen segmenter's
             round-1 predictions (cheap: no backward pass through encoder and decoder), e.g. to give
             trained segmentation weights a CPP head without changing how they segment.
+        freeze_geodesic_skip: keep a ``compact_geo_skip`` network's logit-skip weights as loaded
+            (e.g. set on a validation split with ``scripts/bundle_weights.py --geodesic-skip``):
+            training pulls the ``Gp`` weight down, as voxels left at saturated negative logits far
+            from a click give it no gradient (docs/MODEL_CARD.md, stages 12 and 14).
         pseudo_ratio: fraction of samples drawn from class-agnostic pseudo-structures (HU-band
             regions of the training CTs, `CTSAM3DLib.train.pseudo`) instead of labels.
         pseudo_supervoxel_mm: sizes (mm across) of SLIC supervoxels added to the pseudo-structures;
@@ -153,6 +157,7 @@ class TrainConfig:
     cpp_loss: str = "mse"
     cpp_negative_prob: float = 0.0
     train_parts: str = "all"
+    freeze_geodesic_skip: bool = False
     pseudo_ratio: float = 0.0
     pseudo_supervoxel_mm: tuple[float, ...] = ()
     splits: tuple[str, ...] = ("train",)

@@ -443,6 +443,12 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
     if config.train_parts == "cpp":  # the segmenter stays exactly as loaded
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith("cpp_predictor."))
+    if config.freeze_geodesic_skip:
+        skip = getattr(model.mask_decoder, "geodesic_skip", None)
+        if skip is None:
+            raise ValueError(f"freeze_geodesic_skip: variant {config.variant!r} has no geodesic logit skip "
+                             "(only compact_geo_skip has one).")
+        skip.requires_grad_(False)
     optimizer = make_optimizer(model, config)
     start, wall_before = 0, 0.0
     if state is not None:

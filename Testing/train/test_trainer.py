@@ -15,7 +15,7 @@ from torch import nn
 
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.cli import train as cli_train
-from CTSAM3DLib.model.checkpoint import load_network
+from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
 from CTSAM3DLib.prompts.simulate import next_click
 from CTSAM3DLib.train import TrainConfig, train
 from CTSAM3DLib.train.trainer import Algorithm1, corrective_clicks, load_train_state, lr_at, rng_state, set_rng_state
@@ -203,6 +203,35 @@ def test_a_geodesic_stage_grows_a_plain_checkpoint_and_starts_where_it_was(tiny_
     assert _losses(tmp_path / "geo")[1] == pytest.approx(_losses(tmp_path / "plain")[1], rel=1e-5)
     model, variant, _, _ = load_network(geo)
     assert variant == geo_name and model.prompt_channels == 5
+
+
+def test_a_frozen_geodesic_skip_keeps_its_weights_while_the_rest_trains(tiny_variant: str, synthetic_data: Path,
+                                                                         tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from CTSAM3DLib.model import build
+
+    skip_name = tiny_variant + "_geo_skip"
+    tiny = build.VARIANTS[tiny_variant]
+    monkeypatch.setitem(build.VARIANTS, skip_name,
+                        replace(tiny, decoder=replace(tiny.decoder, prompt_channels=5, geodesic_skip=True)))
+    cache = tmp_path / "cache"
+    start = build.build_model(skip_name)
+    start.mask_decoder.geodesic_skip.data[:] = torch.tensor([0.05, -0.01])  # as set by bundle_weights.py
+    save_checkpoint(tmp_path / "start.pt", start, skip_name, (-1000.0, 1000.0))
+    cfg = _tiny_config(skip_name, steps=3, lr=1e-2, warmup_steps=1, init_checkpoint=str(tmp_path / "start.pt"))
+    runs = {frozen: load_network(train(cfg.replace(freeze_geodesic_skip=frozen), [synthetic_data],
+                                       tmp_path / f"run{frozen}", cache_dir=cache, progress=False))[0]
+            for frozen in (True, False)}
+    assert torch.equal(runs[True].mask_decoder.geodesic_skip, start.mask_decoder.geodesic_skip)
+    assert not torch.equal(runs[False].mask_decoder.geodesic_skip, start.mask_decoder.geodesic_skip)
+    trained = [k for k, v in runs[True].state_dict().items()
+               if k != "mask_decoder.geodesic_skip" and not torch.equal(v, start.state_dict()[k])]
+    assert trained  # the rest of the network did train
+    with pytest.raises(ValueError, match=f"variant '{tiny_variant}' has no geodesic logit skip"):
+        train(_tiny_config(tiny_variant, steps=1, freeze_geodesic_skip=True), [synthetic_data], tmp_path / "plain",
+              cache_dir=cache, progress=False)
 
 
 def test_loss_goes_down_fast(tiny_variant: str, synthetic_data: Path, tmp_path: Path) -> None:
