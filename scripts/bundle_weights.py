@@ -34,7 +34,7 @@ SKIP_KEY = "mask_decoder.geodesic_skip"
 def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: float | None = None,
          geodesic_skip: tuple[float, float] | None = None) -> None:
     ckpt = read_checkpoint_file(src)
-    calibrated = {}
+    calibrated: dict[str, list[float]] = {}
     if geodesic_skip is not None:
         trained = ckpt["model_state_dict"].get(SKIP_KEY)
         if trained is None:

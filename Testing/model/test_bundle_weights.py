@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from CTSAM3DLib import build_model
 from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
+from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN, GEODESIC_SKIP_START
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bundle_weights.py"
 
@@ -29,7 +31,6 @@ def test_bundling_sets_the_skip_weights_and_keeps_the_trained_ones_in_the_proven
     loaded, variant, _, info = load_network(tmp_path / "bundled.pt")
     assert variant == "compact_geo_skip"
     assert info["cpp_mode"] == "geometric" and info["cpp_min_agreement"] == 0.3
-    from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN, GEODESIC_SKIP_START
     assert torch.allclose(loaded.mask_decoder.geodesic_skip * GEODESIC_SKIP_GAIN, torch.tensor([5.0, -1.0]), atol=1e-2)
     assert info["provenance"]["geodesic_skip_set"] == [5.0, -1.0]
     assert info["provenance"]["geodesic_skip_trained"] == pytest.approx(list(GEODESIC_SKIP_START), abs=1e-3)
@@ -46,6 +47,5 @@ def test_a_network_without_the_skip_is_refused_by_name(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", ["5", "a,b", "nan,1", "1,2,3"])
 def test_the_skip_option_names_a_malformed_pair(text: str) -> None:
-    import argparse
     with pytest.raises(argparse.ArgumentTypeError, match="W_P,W_N|finite"):
         _script()._pair(text)
