@@ -20,11 +20,11 @@ stages 12 and 14). The trained values are kept in the provenance.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
+from CTSAM3DLib.cli.segment import parse_number_pair
 from CTSAM3DLib.model.checkpoint import atomic_torch_save, read_checkpoint_file, sha256_of
 from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN
 
@@ -57,22 +57,13 @@ def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: flo
     print(f"{dst}: {Path(dst).stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(dst)}")
 
 
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        wp, wn = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers W_P,W_N (e.g. 5,-1), got {text!r}") from None
-    if not (math.isfinite(wp) and math.isfinite(wn)):
-        raise argparse.ArgumentTypeError(f"the skip weights must be finite, got {text!r}")
-    return wp, wn
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--cpp-mode", choices=("network", "geometric"))
     parser.add_argument("--cpp-min-agreement", type=float)
-    parser.add_argument("--geodesic-skip", type=_pair, metavar="W_P,W_N")
+    parser.add_argument("--geodesic-skip", metavar="W_P,W_N",
+                        type=lambda text: parse_number_pair(text, "skip weights W_P,W_N (e.g. 5,-1)"))
     args = parser.parse_args()
     main(args.src, args.dst, args.cpp_mode, args.cpp_min_agreement, args.geodesic_skip)

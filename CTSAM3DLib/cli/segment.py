@@ -52,14 +52,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
 
 
+def parse_number_pair(text: str, form: str) -> tuple[float, float]:
+    """Parse ``A,B``: two finite numbers; ``form`` names them in the error (e.g. ``"window MIN,MAX in HU"``)."""
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise argparse.ArgumentTypeError(f"{form} must be finite numbers, got {text!r}")
+    return a, b
+
+
 def parse_window(text: str) -> tuple[float, float]:
     """Parse ``MIN,MAX`` HU (finite numbers, MIN below MAX)."""
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"window must be MIN,MAX in HU, got {text!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise argparse.ArgumentTypeError(f"window MIN and MAX must be finite numbers of HU, got {text!r}")
+    lo, hi = parse_number_pair(text, "window MIN,MAX in HU")
     if lo >= hi:
         raise argparse.ArgumentTypeError(f"window MIN must be below MAX, got {text!r}")
     return lo, hi

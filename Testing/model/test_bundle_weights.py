@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from CTSAM3DLib import build_model
+from CTSAM3DLib.cli.segment import parse_number_pair
 from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
 from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN, GEODESIC_SKIP_START
 
@@ -46,6 +47,6 @@ def test_a_network_without_the_skip_is_refused_by_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", ["5", "a,b", "nan,1", "1,2,3"])
-def test_the_skip_option_names_a_malformed_pair(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="W_P,W_N|finite"):
-        _script()._pair(text)
+def test_a_malformed_number_pair_is_named(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected skip weights W_P,W_N|must be finite"):
+        parse_number_pair(text, "skip weights W_P,W_N")
