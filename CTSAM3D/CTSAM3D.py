@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -106,6 +107,7 @@ class CTSAM3DParameterNode:
     segmentId: str = ""
     useCpp: bool = True
     maxPatches: Annotated[int, WithinRange(1, 125)] = 27
+    largeOrgans: bool = False  # CPP clicks neighbours deep inside thick organs (SessionConfig.cpp_reach_depth)
     overwrite: Annotated[str, Choice(["none", "visible", "all"])] = "none"
     device: Annotated[str, Choice(["cuda", "cpu"])] = "cuda"
     checkpointPath: str = ""  # empty: the bundled default weights
@@ -394,10 +396,13 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _session(self) -> Any:
         """The logic's session for the selected nodes, with the model and settings chosen in the GUI."""
         self._ensureDependencies()
+        from CTSAM3DLib.engine.planning import LARGE_ORGAN_REACH_DEPTH
+
         params = self._parameterNode
         path = params.checkpointPath or None
         self.logic.load_model(path, params.device, (params.windowMinHu, params.windowMaxHu) if path else None)
-        self.logic.configure(use_cpp=params.useCpp, max_patches=params.maxPatches, overwrite=params.overwrite)
+        self.logic.configure(use_cpp=params.useCpp, max_patches=params.maxPatches, overwrite=params.overwrite,
+                             cpp_reach_depth=LARGE_ORGAN_REACH_DEPTH if params.largeOrgans else math.inf)
         return self.logic.session(params.inputVolume, params.segmentation)
 
     def _restoreSegment(self) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -347,7 +348,8 @@ def store_clicks(segment: Any, points_ras: np.ndarray, labels: Sequence[bool], c
     """Write the clicks (volume-local RAS (N, 3), labels) into the segment tag ``CLICKS_TAG``."""
     payload = {"version": CLICKS_FORMAT_VERSION, "frame": "volume-local RAS (mm)",
                "points_ras": np.asarray(points_ras, dtype=np.float64).reshape(-1, 3).tolist(),
-               "labels": [int(bool(v)) for v in labels], "use_cpp": config.use_cpp, "max_patches": config.max_patches}
+               "labels": [int(bool(v)) for v in labels], "use_cpp": config.use_cpp, "max_patches": config.max_patches,
+               "cpp_reach_depth": config.cpp_reach_depth if math.isfinite(config.cpp_reach_depth) else None}
     segment.SetTag(CLICKS_TAG, json.dumps(payload, separators=(",", ":")))
 
 
@@ -925,11 +927,16 @@ class BridgeLogic:
         return current
 
     def configure(self, use_cpp: bool | None = None, max_patches: int | None = None,
-                  overwrite: OverwriteMode | None = None) -> None:
-        """Change CPP on/off, its most patches per click, and the overwrite mode (applies to the active session)."""
+                  overwrite: OverwriteMode | None = None, cpp_reach_depth: float | None = None) -> None:
+        """Change CPP on/off, its most patches per click, the overwrite mode and CPP's reach depth (``math.inf``:
+        off; `LARGE_ORGAN_REACH_DEPTH` for large organs, see ``SessionConfig``); applies to the active session.
+        """
         if max_patches is not None and int(max_patches) < 1:
             raise ValueError("max_patches must be at least 1.")
-        changes: dict[str, Any] = {"use_cpp": use_cpp, "max_patches": max_patches}
+        if cpp_reach_depth is not None and not float(cpp_reach_depth) >= 0:
+            raise ValueError(f"cpp_reach_depth must be 0 or more voxels (math.inf: off), got {cpp_reach_depth}.")
+        changes: dict[str, Any] = {"use_cpp": use_cpp, "max_patches": max_patches,
+                                   "cpp_reach_depth": None if cpp_reach_depth is None else float(cpp_reach_depth)}
         self.config = dataclasses.replace(self.config, **{k: v for k, v in changes.items() if v is not None})
         self.overwrite = _checked_overwrite(overwrite or self.overwrite)
         if self._session is not None:

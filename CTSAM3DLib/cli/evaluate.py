@@ -15,8 +15,7 @@ import numpy as np
 
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.cli.errors import USER_ERRORS
-from CTSAM3DLib.cli.segment import add_model_args
-from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES
+from CTSAM3DLib.cli.segment import add_cpp_args, add_model_args, cpp_settings
 from CTSAM3DLib.engine.session import SessionConfig
 from CTSAM3DLib.eval.growcut import grow_from_seeds
 from CTSAM3DLib.eval.protocol import BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks
@@ -55,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", choices=BASELINES,
                    help="also run 3D Slicer's Grow from seeds, with its own simulated clicks (needs the growcut "
                         "extra: pip install 'CTSAM3DLib[growcut]')")
-    p.add_argument("--no-cpp", action="store_true", help="do not expand clicks into neighbouring patches")
+    add_cpp_args(p)
     p.add_argument("--cpp-mode", choices=("auto", "network", "geometric"), default="auto",
                    help="how CPP picks a neighbour's click: the CPP network's heatmap peak (the paper), or, with no "
                         "network, the deepest point of the clicked patch's mask in the slab both share; auto: the "
@@ -66,9 +65,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "checkpoint records, else 0)")
     p.add_argument("--first-click", choices=("random", "deepest"), default="random",
                    help="first click: a random voxel of the structure (the paper) or its deepest voxel "
-                        "(default: %(default)s)")
-    p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES,
-                   help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random first clicks (default: %(default)s)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM",
@@ -89,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     clicks = validate_clicks(_parse_clicks(args.clicks))
     structures = _parse_names(args.structures)
-    if args.max_patches < 1:
-        raise ValueError(f"--max-patches must be at least 1, got {args.max_patches}.")
+    settings = cpp_settings(args)
     if args.cpp_min_agreement is not None and not 0.0 <= args.cpp_min_agreement <= 1.0:
         raise ValueError(f"--cpp-min-agreement is a Dice between 0 and 1, got {args.cpp_min_agreement}.")
     out = Path(args.output)
@@ -100,8 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     subjects, issues = _scan(args.data, args.split)
     _check_structures(subjects, structures)
     predictor = load_model(args.checkpoint, device=args.device, window_hu=args.window)
-    config = SessionConfig(use_cpp=not args.no_cpp, max_patches=args.max_patches, cpp_mode=args.cpp_mode,
-                           cpp_min_agreement=args.cpp_min_agreement)
+    config = SessionConfig(**settings, cpp_mode=args.cpp_mode, cpp_min_agreement=args.cpp_min_agreement)
     result = evaluate(predictor, dataset_cases(subjects, issues), clicks, structures=structures,
                       max_structures=args.max_structures, baseline=args.baseline, session_config=config,
                       seed=args.seed, nsd_tolerance_mm=args.nsd_tolerance, progress=True,

@@ -6,11 +6,11 @@ import argparse
 import logging
 import math
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES
+from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES, LARGE_ORGAN_REACH_DEPTH
 from CTSAM3DLib.io.points import PointSpec, parse_point_arg, read_points_file
 
 if TYPE_CHECKING:
@@ -33,10 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coords", choices=("ras", "lps", "ijk"), default="ras",
                    help="frame of --point values and of files without their own (default: ras, Slicer's world, mm)")
     add_model_args(p)
-    p.add_argument("--no-cpp", action="store_true", help="do not expand into neighbouring patches")
-    p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES, metavar="N",
-                   help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
-                        "(default: %(default)s)")
+    add_cpp_args(p)
     p.add_argument("--output", required=True, help="output mask (uint8, input grid): .nii.gz, .nii, .nrrd, .seg.nrrd "
                                                    "or .mha")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -50,6 +47,42 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="intensity window in HU, e.g. -1000,1000 (needed for a params.pth without config.py; "
                         "default: the checkpoint's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
+
+
+def add_cpp_args(p: argparse.ArgumentParser) -> None:
+    """CPP expansion options shared by ``segment`` and ``evaluate`` (read back with `cpp_settings`)."""
+    p.add_argument("--no-cpp", action="store_true", help="do not expand clicks into neighbouring patches")
+    p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES, metavar="N",
+                   help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
+                        "(default: %(default)s)")
+    p.add_argument("--cpp-reach-depth", type=parse_reach_depth, default=math.inf, metavar="VOXELS",
+                   help="geometric CPP: where the structure is at least this many 1.5 mm voxels deep in the slab "
+                        "two patches share, click the neighbour as far inside as the structure reaches; fills large "
+                        f"organs (liver, lungs) better, e.g. {LARGE_ORGAN_REACH_DEPTH:g} (default: off)")
+
+
+def cpp_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``SessionConfig`` keywords from `add_cpp_args`'s options.
+
+    Raises:
+        ValueError: ``--max-patches`` below 1.
+    """
+    if args.max_patches < 1:
+        raise ValueError(f"--max-patches must be at least 1 (the clicked patch), got {args.max_patches}.")
+    return {"use_cpp": not args.no_cpp, "max_patches": args.max_patches, "cpp_reach_depth": args.cpp_reach_depth}
+
+
+def parse_reach_depth(text: str) -> float:
+    """Parse ``--cpp-reach-depth``: a depth in voxels (>= 0) or ``off``."""
+    if text.strip().lower() == "off":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a depth in voxels or 'off', got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"the depth must be 0 or more voxels, got {text!r}")
+    return value
 
 
 def parse_number_pair(text: str, form: str) -> tuple[float, float]:
@@ -82,12 +115,11 @@ def run(args: argparse.Namespace) -> int:
         points += read_points_file(args.points_file, default_frame=args.coords)
     if not any(p.is_positive for p in points):
         raise ValueError("No positive point: give at least one foreground click (--point X,Y,Z or X,Y,Z,+).")
-    if args.max_patches < 1:
-        raise ValueError(f"--max-patches must be at least 1 (the clicked patch), got {args.max_patches}.")
+    settings = cpp_settings(args)
     out = check_mask_path(args.output, args.overwrite)  # before any computation
     image = read_image(args.image)  # before the model: a bad image is refused at once
     predictor = load_model(args.checkpoint, device=args.device, window_hu=args.window)
-    session = Session(predictor, SessionConfig(use_cpp=not args.no_cpp, max_patches=args.max_patches))
+    session = Session(predictor, SessionConfig(**settings))
     session.set_volume(image)
     _apply_points(session, points)
     mask = session.mask()

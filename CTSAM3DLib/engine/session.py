@@ -12,6 +12,7 @@ Arrays are ``(z, y, x)``; points ``(x, y, z)``; world frame LPS (``frame="ras"``
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,11 @@ class SessionConfig:
         cpp_min_depth: geometric mode: a neighbour gets a click only where U's mask reaches at
             least this deep (model voxels, 1.5 mm) into the slab they share; a leak a few voxels
             thick then stays home, an organ crossing into V does not.
+        cpp_reach_depth: geometric mode: where U's mask is at least this deep (model voxels) in
+            the slab, V's click goes as far into V as the structure reaches instead of to its
+            deepest point (`planning.slab_click`): large organs fill far better (the sample's
+            liver from one click: Dice 0.82 at 10 vs 0.69), the heart can lose a little.
+            ``math.inf``: never.
         cpp_min_agreement: a CPP neighbour V is kept only if its mask and its source U's agree
             on the slab they share at least this well (Dice); a V whose prediction spills over
             what U shows there is a leak and is dropped (0: keep every non-empty V). ``None``:
@@ -70,6 +76,7 @@ class SessionConfig:
     cpp_min_peak: float = 0.3
     cpp_mode: Literal["auto", "network", "geometric"] = "auto"
     cpp_min_depth: float = 1.0
+    cpp_reach_depth: float = math.inf
     cpp_min_agreement: float | None = None
     cache_bytes: int = 1 << 30
     batch_size: int = 8
@@ -400,7 +407,7 @@ class Session:
         """Prompt neighbours V from their source patches U with CPP; keep those that segment something."""
         if self.cpp_mode == "geometric":
             depths = {u: interior_depth(patches[u].prob >= 0.5) for u in {u for _, u in pairs}}  # once per U
-            heat = [planning.slab_click(depths[u], u, v) for v, u in pairs]
+            heat = [planning.slab_click(depths[u], u, v, self.config.cpp_reach_depth) for v, u in pairs]
             chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_depth]
         else:
             heat = vol.runner.cpp_peaks([(u, patches[u].prob >= 0.5, v) for v, u in pairs])

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import math
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from trame.app import TrameApp
 
+from CTSAM3DLib.engine.planning import LARGE_ORGAN_REACH_DEPTH
 from CTSAM3DLib.web import inputs
 from CTSAM3DLib.web.workspace import DOWNLOAD_TYPES, Workspace
 
@@ -32,7 +34,7 @@ POLL_INTERVAL_S = 0.05
 DEFAULT_STATE: dict[str, Any] = {
     "ct_path": "", "ct_name": "", "has_ct": False, "window_preset": "Abdomen", "tool": "include", "segments": [],
     "segment_id": "", "busy": False, "status": "Starting...", "error": "", "probe": "", "use_cpp": True,
-    "max_patches": 27, "device": "cpu", "devices": ["cpu"], "show_3d": True,
+    "max_patches": 27, "large_organs": False, "device": "cpu", "devices": ["cpu"], "show_3d": True,
 }
 
 
@@ -72,7 +74,7 @@ class CTSAM3DWebApp(TrameApp):
         self.page = build_page(self.server, self.layout_manager, self)
         self.state.change("tool")(self._on_tool)
         self.state.change("window_preset")(self._on_window)
-        self.state.change("use_cpp", "max_patches")(self._on_settings)
+        self.state.change("use_cpp", "max_patches", "large_organs")(self._on_settings)
         self.state.change("device")(self._on_device)
         self.state.change("show_3d")(self._on_show_3d)
         self.server.controller.on_server_ready.add(lambda **_: asyncio.ensure_future(self._poll_forever()))
@@ -89,7 +91,7 @@ class CTSAM3DWebApp(TrameApp):
     def _load_model(self) -> None:
         checkpoint, window_hu = self.model_args
         self.logic.load_model(checkpoint, self.state.device, window_hu)
-        self.logic.configure(use_cpp=bool(self.state.use_cpp), max_patches=int(self.state.max_patches))
+        self.logic.configure(**_cpp_settings(self.state.use_cpp, self.state.max_patches, self.state.large_organs))
 
     # ---- actions called by the page ------------------------------------------------------------
     def open_path(self) -> None:
@@ -168,8 +170,8 @@ class CTSAM3DWebApp(TrameApp):
     def _on_window(self, window_preset: str, **_: Any) -> None:
         self._guarded(lambda: self.workspace.set_window(window_preset))
 
-    def _on_settings(self, use_cpp: bool, max_patches: Any, **_: Any) -> None:
-        self._guarded(lambda: self.logic.configure(use_cpp=bool(use_cpp), max_patches=int(max_patches or 0)))
+    def _on_settings(self, use_cpp: bool, max_patches: Any, large_organs: bool, **_: Any) -> None:
+        self._guarded(lambda: self.logic.configure(**_cpp_settings(use_cpp, max_patches, large_organs)))
 
     def _on_device(self, device: str, **_: Any) -> None:
         self._guarded(self._load_model)  # a new device closes the session; clicks replay from the segments
@@ -258,6 +260,11 @@ class CTSAM3DWebApp(TrameApp):
             with self.state:
                 self.state.probe = text
 
+def _cpp_settings(use_cpp: Any, max_patches: Any, large_organs: Any) -> dict[str, Any]:
+    """``BridgeLogic.configure`` keywords from the page's CPP settings."""
+    return {"use_cpp": bool(use_cpp), "max_patches": int(max_patches or 0),
+            "cpp_reach_depth": LARGE_ORGAN_REACH_DEPTH if large_organs else math.inf}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one tab's server (called by the gateway's worker process)."""
@@ -284,3 +291,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

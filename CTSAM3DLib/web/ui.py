@@ -103,6 +103,8 @@ def _settings() -> None:
                    hide_details=True, color="primary")
         v3.VTextField(v_model_number=("max_patches",), type="number", label="Most patches per click", min=1, max=125,
                       density="compact", hide_details=True, classes="my-2")
+        v3.VSwitch(v_model=("large_organs",), id="large-organs", label="Large organs (CPP clicks deep inside)",
+                   density="compact", hide_details=True, color="primary")
         v3.VSelect(v_model=("device",), items=("devices",), id="device", label="Device", density="compact",
                    hide_details=True, classes="my-2")
         v3.VSwitch(v_model=("show_3d",), label="Segments in 3-D", density="compact", hide_details=True,

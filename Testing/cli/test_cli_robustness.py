@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import SimpleITK as sitk
 from CTSAM3DLib.cli import demo as cli_demo
 from CTSAM3DLib.cli import evaluate as cli_evaluate
 from CTSAM3DLib.cli.main import build_parser, main
+from CTSAM3DLib.cli.segment import parse_reach_depth
 from CTSAM3DLib.eval.protocol import ClickRecord, EvalResult
 from CTSAM3DLib.eval.report import write_report
 from CTSAM3DLib.geometry import affine
@@ -150,3 +152,17 @@ def test_report_files_respect_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert {p.stat().st_mode & 0o777 for p in paths} == {0o644}
+
+
+@pytest.mark.parametrize(("text", "expected"), [("10", 10.0), ("0", 0.0), ("off", math.inf), (" OFF ", math.inf)])
+def test_cpp_reach_depth_reads_a_depth_or_off(text: str, expected: float) -> None:
+    assert parse_reach_depth(text) == expected
+
+
+@pytest.mark.parametrize("text", ["-1", "nan", "deep", ""])
+def test_unusable_cpp_reach_depths_are_refused(text: str, ct_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", str(ct_file), "--point", "1,2,3", "--cpp-reach-depth", text,
+              "--output", str(tmp_path / "m.nii.gz")])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "m.nii.gz").exists()

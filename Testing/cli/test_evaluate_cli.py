@@ -126,6 +126,21 @@ def test_user_errors_exit_2_with_one_paragraph(dataset, checkpoint, tmp_path, ca
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
+def test_cpp_options_reach_the_engine(dataset, checkpoint, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_evaluate(predictor, cases, clicks, **kwargs):
+        seen["config"] = kwargs["session_config"]
+        return evaluate_cli.EvalResult(clicks=tuple(clicks), nsd_tolerance_mm=1.0, methods=("ctsam3d",), seed=0,
+                                       records=())
+
+    monkeypatch.setattr(evaluate_cli, "evaluate", fake_evaluate)
+    _run(["--data", str(dataset), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint),
+          "--cpp-reach-depth", "10", "--max-patches", "5", "--cpp-mode", "geometric"])
+    config = seen["config"]
+    assert (config.cpp_reach_depth, config.max_patches, config.cpp_mode, config.use_cpp) == (10.0, 5, "geometric", True)
+
+
 def test_missing_data_folder(checkpoint, tmp_path, capsys):
     rc = _run(["--data", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint)])
     err = capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -9,6 +11,7 @@ import torch
 
 from CTSAM3DLib import Predictor, Session, SessionConfig
 from CTSAM3DLib.engine import planning
+from CTSAM3DLib.geometry.model_space import PATCH_SIZE
 from CTSAM3DLib.prompts.simulate import interior_depth
 from CTSAM3DLib.prompts.heatmap import click_maps
 
@@ -240,6 +243,19 @@ def test_slab_click_is_the_deepest_point_of_the_mask_where_u_meets_v() -> None:
     assert mask[int(z), int(y), int(x) + 48]
     assert planning.slab_click(depth_map, (0, 0, 0), (-48, 0, 0))[0] == 0.0  # the tube does not reach the -x slab
     assert planning.slab_click(depth_map, (0, 0, 0), (0, 200, 0))[0] == 0.0  # no overlap at all
+
+
+@pytest.mark.parametrize("offset", [48, -48])
+def test_a_thick_structure_is_clicked_far_into_v_and_a_thin_one_at_its_deepest_point(offset: int) -> None:
+    zz, yy, xx = np.meshgrid(np.arange(64), np.arange(64), np.arange(64), indexing="ij")
+    far_x = planning.OVERLAP - 1 if offset > 0 else PATCH_SIZE - planning.OVERLAP  # V's voxel deepest into V
+    for centre_radius, reach_depth, expect_far in ((14, 8.0, True), (4, 8.0, False), (14, math.inf, False)):
+        radius = centre_radius - np.abs(xx - 32) / 16  # a cone along x, thickest at U's centre
+        cone = (yy - 32) ** 2 + (zz - 30) ** 2 <= radius ** 2
+        depth, (x, y, z) = planning.slab_click(interior_depth(cone), (0, 0, 0), (offset, 0, 0), reach_depth)
+        assert (y, z) == (32.0, 30.0) and depth >= 1  # on the cone's axis either way
+        in_slab = 0 <= x < planning.OVERLAP if offset > 0 else PATCH_SIZE - planning.OVERLAP <= x < PATCH_SIZE
+        assert in_slab and (x == far_x) == expect_far, (centre_radius, reach_depth, x)
 
 
 def test_geometric_cpp_expands_without_the_cpp_network() -> None:

@@ -202,6 +202,34 @@ def test_logic_segment_scripting_api(scene, big_volume, stub_predictor):
     logic.close()
 
 
+def test_logic_configure_reaches_the_engine_and_the_stored_clicks(scene, big_volume, stub_predictor):
+    import json
+    import math
+
+    import vtk
+
+    from CTSAM3DLib.mrml_bridge import CLICKS_TAG, BridgeLogic
+
+    def stored(segment_id: str) -> dict:
+        text = vtk.reference("")
+        assert segmentation.GetSegmentation().GetSegment(segment_id).GetTag(CLICKS_TAG, text)
+        return json.loads(str(text))
+
+    logic = BridgeLogic()
+    logic.set_predictor(stub_predictor)
+    logic.configure(use_cpp=False, cpp_reach_depth=10)
+    segmentation = make_segmentation_node(scene)
+    segment_id = logic.segment(big_volume, segmentation, None, [_world(big_volume, CLICK_A)], [1])
+    assert logic.session(big_volume, segmentation).engine.config.cpp_reach_depth == 10.0
+    assert stored(segment_id)["cpp_reach_depth"] == 10.0 and stored(segment_id)["use_cpp"] is False
+    logic.configure(cpp_reach_depth=math.inf)  # off again; JSON stores no infinity
+    logic.segment(big_volume, segmentation, segment_id, [_world(big_volume, CLICK_FAR)], [1])
+    assert stored(segment_id)["cpp_reach_depth"] is None
+    with pytest.raises(ValueError, match="cpp_reach_depth"):
+        logic.configure(cpp_reach_depth=-1)
+    logic.close()
+
+
 def test_segment_on_another_grid_is_resampled_not_lost(scene, big_volume, stub_predictor, monkeypatch):
     """Continuing a segment stored on a coarser grid: Slicer resamples the write; voxels outside the box stay."""
     import slicer

@@ -188,3 +188,17 @@ def test_zipped_dicom_opens_and_unsafe_zip_is_refused(workspace: Any, tmp_path: 
     broken.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable zip"):
         inputs.volume_files(broken)
+
+
+def test_the_large_organs_switch_sets_the_cpp_reach_depth(web_extra: None) -> None:
+    import math
+
+    from CTSAM3DLib.engine.planning import LARGE_ORGAN_REACH_DEPTH
+    from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.web.app import _cpp_settings
+
+    logic = BridgeLogic()
+    logic.configure(**_cpp_settings(True, "5", True))
+    assert (logic.config.use_cpp, logic.config.max_patches, logic.config.cpp_reach_depth) == (True, 5, LARGE_ORGAN_REACH_DEPTH)
+    logic.configure(**_cpp_settings(False, 27, False))
+    assert (logic.config.use_cpp, logic.config.cpp_reach_depth) == (False, math.inf)
