@@ -91,11 +91,6 @@ class TrainConfig:
             Gaussian at the structure's deepest point, see `CTSAM3DLib.train.losses.cpp_loss`).
         cpp_negative_prob: probability that a sample also gets a negative neighbour W (a patch
             next to U that the structure does not reach) whose CPP target is empty.
-        v_slab_click_prob: probability that V's first click is the one the engine's geometric CPP
-            gives a neighbour (the deepest point of U's mask in the slab U and V share,
-            `engine.planning.slab_click`, here on U's ground truth), not a random voxel of V's
-            structure: the engine clicks a CPP-opened patch near its border, where a network
-            trained only on clicks inside V under-fills (docs/MODEL_CARD.md, stage 15).
         train_parts: ``"all"`` or ``"cpp"``: train only the CPP sub-network on the frozen segmenter's
             round-1 predictions (cheap: no backward pass through encoder and decoder), e.g. to give
             trained segmentation weights a CPP head without changing how they segment.
@@ -161,7 +156,6 @@ class TrainConfig:
     v_prior_prob: float = 0.0
     cpp_loss: str = "mse"
     cpp_negative_prob: float = 0.0
-    v_slab_click_prob: float = 0.0
     train_parts: str = "all"
     freeze_geodesic_skip: bool = False
     pseudo_ratio: float = 0.0
@@ -196,7 +190,7 @@ class TrainConfig:
         need(0 < self.lr_decay_factor <= 1, "lr_decay_factor must be in (0, 1]")
         need(all(s > 0 for s in self.lr_decay_steps), "lr_decay_steps must be positive step numbers")
         for name in ("size_bias", "aug_prob", "intensity_prob", "flip_prob", "swap_prob", "blur_prob",
-                     "thickness_prob", "gamma_prob", "v_prior_prob", "cpp_negative_prob", "v_slab_click_prob", "pseudo_ratio"):
+                     "thickness_prob", "gamma_prob", "v_prior_prob", "cpp_negative_prob", "pseudo_ratio"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
         need(0 < self.scale_range[0] <= self.scale_range[1], f"scale_range {self.scale_range} needs 0 < min <= max")
         for name in ("blur_sigma", "thickness_mm", "gamma_range"):

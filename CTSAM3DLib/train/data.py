@@ -56,13 +56,12 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from CTSAM3DLib.engine import planning
 from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM, PATCH_SIZE, ModelGrid
 from CTSAM3DLib.geometry.resample import model_box_of_index_box, resample_to_grid
 from CTSAM3DLib.io.datasets import DataIssue, Subject, iter_label_images, structure_mask
 from CTSAM3DLib.io.readers import ImageReadError, read_image
 from CTSAM3DLib.model.predictor import scale_window
-from CTSAM3DLib.prompts.simulate import first_click, interior_depth
+from CTSAM3DLib.prompts.simulate import first_click
 from CTSAM3DLib.train import augment, pseudo
 from CTSAM3DLib.train.config import TrainConfig
 
@@ -535,12 +534,8 @@ class PairSampler:
             anchor_in_u = np.rint(augment.flip_swap_point(anchor_in_u, flips, perm)).astype(np.int64)
             offset = augment.flip_swap_offset(offset, flips, perm)
         gts[0][tuple(anchor_in_u[::-1])] = True  # the click voxel is foreground by construction
-        pt_v = None
-        if cfg.v_slab_click_prob > 0 and rng.random() < cfg.v_slab_click_prob:
-            pt_v = _engine_cpp_click(gts[0], gts[1], offset)
-        if pt_v is None:
-            click_v = first_click(gts[1], rng) if gts[1].any() else None
-            pt_v = np.asarray(click_v.point_xyz if click_v else anchor_in_u - offset, dtype=np.float32)
+        click_v = first_click(gts[1], rng) if gts[1].any() else None
+        pt_v = np.asarray(click_v.point_xyz if click_v else anchor_in_u - offset, dtype=np.float32)
         sample = _Sample(hus[0], hus[1], gts[0], gts[1], anchor_in_u.astype(np.float32), pt_v,
                          np.asarray(offset, dtype=np.int64), f"{subject.subject_id}/{info.name}", anchor - start_in_u)
         if len(hus) == 3:
@@ -591,16 +586,6 @@ class PairSampler:
             if _count_in_box(mask, lo_zyx, start_u_xyz + shift) >= need:
                 return shift
         return np.zeros(3, dtype=np.int64)
-
-
-def _engine_cpp_click(gt_u: np.ndarray, gt_v: np.ndarray, offset_xyz: np.ndarray) -> np.ndarray | None:
-    """V's click (x, y, z) as the engine's geometric CPP places it from U's mask, or None where that
-    misses V's structure (U's mask does not reach the shared slab, or augmentation moved V's voxel)."""
-    depth, point = planning.slab_click(interior_depth(gt_u), (0, 0, 0), tuple(int(v) for v in offset_xyz))
-    x, y, z = (int(round(v)) for v in point)
-    if depth <= 0 or not gt_v[z, y, x]:
-        return None
-    return np.asarray(point, dtype=np.float32)
 
 
 def _count_in_box(mask: np.ndarray, lo_zyx: np.ndarray, start_xyz: np.ndarray) -> int:

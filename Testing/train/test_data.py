@@ -12,11 +12,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import write_synthetic_subject
 
-from CTSAM3DLib.engine import planning
 from CTSAM3DLib.geometry.model_space import ModelGrid
 from CTSAM3DLib.geometry.resample import resample_to_grid
 from CTSAM3DLib.io.datasets import scan_datasets
-from CTSAM3DLib.prompts.simulate import interior_depth
 from CTSAM3DLib.train import augment
 from CTSAM3DLib.train.config import TrainConfig
 from CTSAM3DLib.train.data import PairSampler, build_cache, cache_folder
@@ -170,22 +168,3 @@ def test_no_structure_left_is_an_error(synthetic_data: Path, tmp_path: Path) -> 
     with pytest.raises(ValueError, match="No training structure left"):
         PairSampler(cached, TrainConfig(exclude_structures=("*",)))
     shutil.rmtree(tmp_path / "cache")
-
-
-def test_v_can_be_clicked_where_the_engines_cpp_clicks_it(synthetic_data: Path, tmp_path: Path) -> None:
-    _, cached, _ = _cache(synthetic_data, tmp_path / "cache")
-    sampler = PairSampler(cached, TrainConfig(batch_size=1, aug_prob=0.0, intensity_prob=0.0, v_slab_click_prob=1.0))
-    (subject,) = sampler.subjects
-    big = [s.name for s in subject.structures].index("big")
-    rng = np.random.default_rng(3)
-    engine_clicks = 0
-    for _ in range(6):
-        sample = sampler.pair(subject, big, rng)
-        offset = tuple(int(v) for v in sample.offset)
-        depth, expected = planning.slab_click(interior_depth(sample.gt_u), (0, 0, 0), offset)
-        if depth > 0:  # U's structure reaches the slab: V's click is the engine's, on V's structure
-            np.testing.assert_array_equal(sample.click_v, np.asarray(expected, dtype=np.float32))
-            x, y, z = sample.click_v.astype(int)
-            assert sample.gt_v[z, y, x]
-            engine_clicks += 1
-    assert engine_clicks >= 3
