@@ -137,6 +137,9 @@ class Session:
         self.last_change: BBox3D | None = None
         self.last_stats: dict[str, float] = {}
         self._seed_image: sitk.Image | None = None  # during a click on a seeded target: its mask, for prev masks
+        if math.isfinite(self.config.cpp_reach_depth) and self.cpp_mode != "geometric":
+            logger.warning("cpp_reach_depth %g is ignored: it moves geometric CPP clicks, and this session's CPP "
+                           "mode is %r.", self.config.cpp_reach_depth, self.cpp_mode)
 
     @property
     def cpp_mode(self) -> str:

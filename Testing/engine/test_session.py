@@ -258,6 +258,17 @@ def test_a_thick_structure_is_clicked_far_into_v_and_a_thin_one_at_its_deepest_p
         assert in_slab and (x == far_x) == expect_far, (centre_radius, reach_depth, x)
 
 
+def test_a_reach_depth_without_geometric_cpp_is_reported(random_predictor, caplog) -> None:
+    with caplog.at_level("WARNING", logger="CTSAM3DLib.engine.session"):
+        Session(random_predictor, SessionConfig(cpp_mode="network", cpp_reach_depth=10))
+    assert "cpp_reach_depth 10 is ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="CTSAM3DLib.engine.session"):
+        Session(random_predictor, SessionConfig(cpp_mode="geometric", cpp_reach_depth=10))
+        Session(random_predictor, SessionConfig(cpp_mode="network"))
+    assert "ignored" not in caplog.text
+
+
 def test_geometric_cpp_expands_without_the_cpp_network() -> None:
     oracle = ThresholdOracle()
     s, gt = _clicked_sphere(75.0, oracle, max_patches=64, cpp_mode="geometric")
