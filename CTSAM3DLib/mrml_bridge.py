@@ -933,8 +933,6 @@ class BridgeLogic:
         """
         if max_patches is not None and int(max_patches) < 1:
             raise ValueError("max_patches must be at least 1.")
-        if cpp_reach_depth is not None and not float(cpp_reach_depth) >= 0:
-            raise ValueError(f"cpp_reach_depth must be 0 or more voxels (math.inf: off), got {cpp_reach_depth}.")
         changes: dict[str, Any] = {"use_cpp": use_cpp, "max_patches": max_patches,
                                    "cpp_reach_depth": None if cpp_reach_depth is None else float(cpp_reach_depth)}
         self.config = dataclasses.replace(self.config, **{k: v for k, v in changes.items() if v is not None})

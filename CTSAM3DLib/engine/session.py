@@ -82,6 +82,11 @@ class SessionConfig:
     batch_size: int = 8
     history_bytes: int = 256 << 20
 
+    def __post_init__(self) -> None:
+        """Refuse a reach depth that is negative or not a number (a ValueError naming it)."""
+        if not self.cpp_reach_depth >= 0:
+            raise ValueError(f"cpp_reach_depth must be 0 or more voxels (math.inf: off), got {self.cpp_reach_depth}.")
+
 
 @dataclass(frozen=True)
 class PatchState:

@@ -260,6 +260,7 @@ class CTSAM3DWebApp(TrameApp):
             with self.state:
                 self.state.probe = text
 
+
 def _cpp_settings(use_cpp: Any, max_patches: Any, large_organs: Any) -> dict[str, Any]:
     """``BridgeLogic.configure`` keywords from the page's CPP settings."""
     return {"use_cpp": bool(use_cpp), "max_patches": int(max_patches or 0),
@@ -291,4 +292,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

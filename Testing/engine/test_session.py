@@ -258,6 +258,12 @@ def test_a_thick_structure_is_clicked_far_into_v_and_a_thin_one_at_its_deepest_p
         assert in_slab and (x == far_x) == expect_far, (centre_radius, reach_depth, x)
 
 
+@pytest.mark.parametrize("depth", [-1.0, math.nan])
+def test_an_unusable_reach_depth_is_refused(depth: float) -> None:
+    with pytest.raises(ValueError, match="cpp_reach_depth"):
+        SessionConfig(cpp_reach_depth=depth)
+
+
 def test_a_reach_depth_without_geometric_cpp_is_reported(random_predictor, caplog) -> None:
     with caplog.at_level("WARNING", logger="CTSAM3DLib.engine.session"):
         Session(random_predictor, SessionConfig(cpp_mode="network", cpp_reach_depth=10))
