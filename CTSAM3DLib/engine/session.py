@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -325,7 +326,7 @@ class Session:
         name = self.current_target if name is None else str(name)
         if name not in vol.targets:
             shape = vol.image.GetSize()[::-1]
-            vol.targets[name] = _Target(TargetSnapshot(), History(_snapshot_bytes), np.zeros(shape, dtype=np.uint8))
+            vol.targets[name] = _Target(TargetSnapshot(), History(_snapshot_bytes), _zero_mask(shape))
         return vol.targets[name]
 
     def _to_ijk(self, point: tuple[float, float, float] | np.ndarray, frame: Frame) -> np.ndarray:
@@ -493,10 +494,19 @@ class Session:
             return None
         i, j, k = start_ijk
         region = tgt.mask[k:k + values.shape[0], j:j + values.shape[1], i:i + values.shape[2]]
-        inside = np.isfinite(values)
-        region[inside] = (values[inside] >= 0.5).astype(np.uint8)
+        np.copyto(region, values >= 0.5, where=~np.isnan(values))  # NaN: beyond the blended box, kept
         nk, nj, ni = values.shape
         return (i, j, k), (i + ni, j + nj, k + nk)
+
+
+def _zero_mask(shape_zyx: tuple[int, ...]) -> np.ndarray:
+    """A zero uint8 mask whose memory is mapped on first write, in small pages.
+
+    NumPy asks the kernel for transparent huge pages on large arrays, so the first click on a new
+    target zeroed (and on a fragmented host compacted) 2 MiB pages across all slices it painted:
+    2-20 ms of a first click on this project's VM, against a steady 2-3 ms with an anonymous map.
+    """
+    return np.frombuffer(mmap.mmap(-1, max(1, math.prod(shape_zyx))), dtype=np.uint8).reshape(shape_zyx)
 
 
 def _snapshot_bytes(stored: TargetSnapshot, other: TargetSnapshot) -> int:

@@ -44,6 +44,8 @@ GEODESIC_SKIP_START = (4.0, 0.0)
 # step, so at lr 2e-4 the effective weights drift by at most 0.02 a step and stay near their
 # start over a stage while the rest of the decoder adapts to them.
 GEODESIC_SKIP_GAIN = 100.0
+# Input voxels per chunk of `UpBlock.forward_projected` (8 x cout x chunk floats stay in cache).
+_PROJECT_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,32 @@ class UpBlock(nn.Module):
         y = torch.addmm(conv.bias.repeat(8), x.permute(0, 2, 3, 4, 1).reshape(-1, cin), weight)
         y = y.view(b, d, h, w, 2, 2, 2, cout).permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, 2 * d, 2 * h, 2 * w, cout)
         return F.gelu(F.layer_norm(y, (cout,), norm.weight, norm.bias, norm.eps))
+
+    def forward_projected(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``weight . block(x) + bias`` per output voxel, ``[B, 1, 2D, 2H, 2W]``: a 1x1 head on the block.
+
+        Same result (to float rounding) as `forward_channels_last` followed by the head, ~3x faster
+        on CPU for the 64^3 output: the product runs per kernel offset with channels on the middle
+        axis, the LayerNorm's mean is folded into the weights (centred over output channels), the
+        norm, GELU and head run on cache-sized chunks of input voxels, and the voxel shuffle moves
+        one channel instead of ``cout`` (torch's LayerNorm over 8 channels alone cost a tenth of a
+        first click).
+        """
+        conv, norm = self.cna[0], self.cna[1]
+        b, cin, d, h, w = x.shape
+        cout = conv.out_channels
+        rows = conv.weight.permute(2, 3, 4, 1, 0).reshape(8, cout, cin)  # (kernel z, y, x), channel, input
+        rows = (rows - rows.mean(dim=1, keepdim=True)).reshape(8 * cout, cin)
+        shift = (conv.bias - conv.bias.mean()).repeat(8)[:, None]
+        gamma, beta, head = (v.reshape(1, cout, 1) for v in (norm.weight, norm.bias, weight))
+        parts = []
+        for item in x.reshape(b, cin, d * h * w):
+            for chunk in item.split(_PROJECT_CHUNK, dim=1):
+                centred = torch.addmm(shift, rows, chunk).view(8, cout, -1)
+                scale = torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + norm.eps)
+                parts.append((F.gelu(torch.addcmul(beta, centred * scale, gamma)) * head).sum(dim=1))
+        out = torch.cat(parts, dim=1).view(2, 2, 2, b, d, h, w).permute(3, 4, 0, 5, 1, 6, 2)
+        return (out.reshape(b, 1, 2 * d, 2 * h, 2 * w) + bias).contiguous()
 
 
 class SPADE(nn.Module):
@@ -332,9 +360,8 @@ class PSAPDecoder(nn.Module):
         x = self.upscale4(x)
         x = self.spade5(x, prompt_at(x))
         head = self.mask_prediction_head[0]
-        if head.kernel_size == (1, 1, 1):  # a per-voxel linear map: only the foreground logit, channels-last
-            x = self.upscale5.forward_channels_last(x)
-            logits = (torch.matmul(x, head.weight[0].flatten()) + head.bias[0]).unsqueeze(1)
+        if head.kernel_size == (1, 1, 1):  # a per-voxel linear map: only the foreground logit
+            logits = self.upscale5.forward_projected(x, head.weight[0].flatten(), head.bias[0])
         else:
             logits = head(self.upscale5(x))[:, :1]
         if self.geodesic_skip is not None:

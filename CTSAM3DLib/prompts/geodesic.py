@@ -52,14 +52,19 @@ def geodesic_distance(image: torch.Tensor, seeds: torch.Tensor, alpha: float = A
         raise ValueError(f"image and seeds must both be [B, D, H, W]; got {tuple(image.shape)} and {tuple(seeds.shape)}")
     image = image.float()
     dist = torch.full_like(image, float("inf")).masked_fill(seeds, 0.0)
-    steps = [torch.sqrt(alpha**2 + (beta * image.diff(dim=axis)).square()) for axis in (1, 2, 3)]
+    # per axis, the slices of the distance (views, updated in place) and of the step costs between
+    # them, unbound once: indexing a slice per update cost as much as the update itself
+    axes = []
+    for axis in (1, 2, 3):
+        step = torch.sqrt(alpha**2 + (beta * image.diff(dim=axis)).square())
+        axes.append((dist.movedim(axis, 0).unbind(0), step.movedim(axis, 0).unbind(0)))
     for _ in range(sweeps):
-        for axis, step in zip((1, 2, 3), steps):
-            d, s = dist.movedim(axis, 0), step.movedim(axis, 0)
-            for i in range(1, d.shape[0]):
-                torch.minimum(d[i], d[i - 1] + s[i - 1], out=d[i])
-            for i in range(d.shape[0] - 2, -1, -1):
-                torch.minimum(d[i], d[i + 1] + s[i], out=d[i])
+        for d, s in axes:
+            reached = torch.empty_like(d[0])
+            for i in range(1, len(d)):
+                torch.minimum(d[i], torch.add(d[i - 1], s[i - 1], out=reached), out=d[i])
+            for i in range(len(d) - 2, -1, -1):
+                torch.minimum(d[i], torch.add(d[i + 1], s[i], out=reached), out=d[i])
     return dist
 
 
@@ -80,12 +85,13 @@ def geodesic_maps(image: torch.Tensor, points: torch.Tensor, labels: torch.Tenso
     zyx = (torch.round(points.detach().float()).long().flip(-1) // POOL).clamp(min=0)
     zyx = torch.minimum(zyx, size - 1).to(image.device)
     labels = labels.to(image.device)
-    maps = []
-    for positive in (1, 0):
-        seeds = torch.zeros_like(small, dtype=torch.bool)
+    out = image.new_zeros((image.shape[0], 2, *image.shape[2:]), dtype=torch.float32)
+    for channel, positive in enumerate((1, 0)):
         b, n = torch.nonzero(labels == positive, as_tuple=True)
+        if not len(b):  # no click of this sign anywhere (a first click has no negative one): exp(-inf) = 0
+            continue
+        seeds = torch.zeros_like(small, dtype=torch.bool)
         seeds[b, zyx[b, n, 0], zyx[b, n, 1], zyx[b, n, 2]] = True
-        # no click of this sign anywhere (a first click has no negative one): exp(-inf) = 0, no scans
-        maps.append(torch.exp(-geodesic_distance(small, seeds) / tau) if len(b) else torch.zeros_like(small))
-    out = torch.stack(maps, dim=1)
-    return F.interpolate(out, size=image.shape[2:], mode="trilinear", align_corners=False)
+        small_map = torch.exp(-geodesic_distance(small, seeds) / tau)[:, None]
+        out[:, channel:channel + 1] = F.interpolate(small_map, size=image.shape[2:], mode="trilinear", align_corners=False)
+    return out

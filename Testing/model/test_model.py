@@ -162,3 +162,25 @@ def test_up_block_matches_its_transposed_convolution(cin: int, cout: int, batch:
     reference.square().sum().backward()
     grad_ref = [x.grad] + [p.grad for p in block.parameters()]
     assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grad_fast, grad_ref))
+
+
+@pytest.mark.parametrize(("batch", "chunk"), [(1, 8192), (2, 7)])
+def test_projected_up_block_matches_the_block_and_a_1x1_head(batch: int, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused upsampling + 1x1 head equals ConvTranspose3d + LayerNorm + GELU + Conv3d k1, gradients too."""
+    from CTSAM3DLib.model import decoder
+    from CTSAM3DLib.model.decoder import UpBlock
+
+    monkeypatch.setattr(decoder, "_PROJECT_CHUNK", chunk)  # 7: chunks that split rows and batch items
+    torch.manual_seed(batch)
+    block, head = UpBlock(16, 8), torch.nn.Conv3d(8, 1, 1)
+    for p in [*block.parameters(), *head.parameters()]:
+        p.data.normal_(0.0, 0.3)
+    x = torch.randn(batch, 16, 4, 5, 3, requires_grad=True)
+    reference = head(block.cna(x))
+    fast = block.forward_projected(x, head.weight.flatten(), head.bias[0])
+    assert fast.shape == reference.shape == (batch, 1, 8, 10, 6)
+    assert torch.allclose(fast, reference, atol=1e-5)
+    params = [x, *block.parameters(), *head.parameters()]
+    grad_fast = torch.autograd.grad(fast.square().sum(), params)
+    grad_ref = torch.autograd.grad(reference.square().sum(), params)
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grad_fast, grad_ref))
