@@ -103,7 +103,8 @@ class TrainConfig:
         pseudo_supervoxel_mm: sizes (mm across) of SLIC supervoxels added to the pseudo-structures;
             empty (default) adds none, as their blocky organ chunks taught under-filling.
         splits: dataset splits used for training (subjects without a split are always used).
-        exclude_structures: structure-name patterns (fnmatch) never sampled.
+        exclude_structures: structure-name patterns (fnmatch) never sampled, pseudo-structures
+            included (``pseudo_<band>_<n>``: e.g. ``pseudo_soft_*`` keeps only the other HU bands).
         seed: master seed (model init, sampling, clicks, augmentation).
         threads: torch CPU threads per process; 0 = auto: the cores not busy with other work
             (1-minute load average) divided among this node's processes. Fix it for bit-exact

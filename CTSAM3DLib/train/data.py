@@ -436,8 +436,8 @@ class PairSampler:
         self.pseudo_choices: list[np.ndarray] = []  # eligible pseudo-structure indices per subject
         self.pseudo_probs: list[np.ndarray] = []
         for s in subjects:
-            keep, p = self._eligible(s.structures, use_patterns=True)
-            pkeep, pp = self._eligible(s.pseudo, use_patterns=False) if config.pseudo_ratio > 0 else ([], None)
+            keep, p = self._eligible(s.structures)
+            pkeep, pp = self._eligible(s.pseudo) if config.pseudo_ratio > 0 else ([], None)
             if not keep and not pkeep:
                 continue
             self.subjects.append(s)
@@ -449,11 +449,11 @@ class PairSampler:
             raise ValueError("No training structure left: every subject failed to load, or all structures are "
                              "smaller than min_structure_voxels or excluded.")
 
-    def _eligible(self, structures: Sequence[StructureInfo], use_patterns: bool) -> tuple[list[int], np.ndarray | None]:
+    def _eligible(self, structures: Sequence[StructureInfo]) -> tuple[list[int], np.ndarray | None]:
         """Indices large enough (and not excluded) and their draw probabilities (size-biased)."""
         cfg = self.config
         keep = [k for k, st in enumerate(structures) if st.voxels >= cfg.min_structure_voxels
-                and not (use_patterns and any(fnmatch.fnmatchcase(st.name, p) for p in cfg.exclude_structures))]
+                and not any(fnmatch.fnmatchcase(st.name, p) for p in cfg.exclude_structures)]
         if not keep:
             return keep, None
         sized = np.array([structures[k].voxels for k in keep], dtype=np.float64) ** cfg.size_power

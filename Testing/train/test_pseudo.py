@@ -77,6 +77,16 @@ def test_sampler_draws_pseudo_structures_at_the_configured_ratio(synthetic_data:
     assert 0.25 <= share <= 0.75
     none = PairSampler(cached, TrainConfig(batch_size=4, pseudo_ratio=0.0))
     assert not any("pseudo_" in n for step in range(5) for n in none.batch(step).names)
+    bands = {p.name.split("_")[1] for p in cached[0].pseudo}
+    assert len(bands) >= 2, "the synthetic CT yields more than one HU band"
+    kept = sorted(bands)[0]  # exclusion patterns apply to pseudo-structures too
+    only = PairSampler(cached, TrainConfig(batch_size=4, pseudo_ratio=1.0, exclude_structures=("pseudo_*",),
+                                           aug_prob=0.0, intensity_prob=0.0))
+    assert only.num_structures == len(only.choices[0])  # labelled structures only
+    one_band = PairSampler(cached, TrainConfig(batch_size=4, pseudo_ratio=1.0, aug_prob=0.0, intensity_prob=0.0,
+                                               exclude_structures=tuple(f"pseudo_{b}_*" for b in bands - {kept})))
+    drawn = {n for step in range(5) for n in one_band.batch(step).names if "pseudo_" in n}
+    assert drawn and all(n.split("/")[-1].startswith(f"pseudo_{kept}_") for n in drawn)
     # Supervoxels asked for: their own files beside the default ones, which stay as they were.
     with_sv, _ = build_cache(scan.subjects, tmp_path / "cache", pseudo_seed=0, supervoxel_mm=(25.0,))
     assert pseudo_paths(cached[0].folder, 0, (25.0,))[1].is_file() and index.read_text() == first
