@@ -78,8 +78,9 @@ def centred_start(point_model: np.ndarray) -> IJK:
 
 def is_covered(start: IJK, starts: list[IJK]) -> bool:
     """Whether an existing patch starts within half a stride of ``start`` on every axis."""
-    s = np.asarray(start)
-    return any(np.all(np.abs(np.asarray(o) - s) <= STRIDE // 2) for o in starts)
+    if not starts:
+        return False
+    return bool(np.any(np.all(np.abs(np.asarray(starts) - np.asarray(start)) <= STRIDE // 2, axis=1)))
 
 
 def reaches(mask_zyx: np.ndarray, offset_xyz: IJK) -> bool:
