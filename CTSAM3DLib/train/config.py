@@ -91,12 +91,9 @@ class TrainConfig:
             Gaussian at the structure's deepest point, see `CTSAM3DLib.train.losses.cpp_loss`).
         cpp_negative_prob: probability that a sample also gets a negative neighbour W (a patch
             next to U that the structure does not reach) whose CPP target is empty.
-        train_parts: ``"all"``, ``"decoder"`` or ``"cpp"``. ``"decoder"`` freezes the image encoder
-            (weights and norm statistics; no backward pass through it) and trains the decoder and the
-            CPP net, e.g. to fine-tune how clicks fill regions while keeping the image features.
-            ``"cpp"`` trains only the CPP sub-network on the frozen segmenter's round-1 predictions
-            (cheap: no backward pass through encoder and decoder), e.g. to give trained segmentation
-            weights a CPP head without changing how they segment.
+        train_parts: ``"all"`` or ``"cpp"``: train only the CPP sub-network on the frozen segmenter's
+            round-1 predictions (cheap: no backward pass through encoder and decoder), e.g. to give
+            trained segmentation weights a CPP head without changing how they segment.
         freeze_geodesic_skip: keep a ``compact_geo_skip`` network's logit-skip weights as loaded
             (e.g. set on a validation split with ``scripts/bundle_weights.py --geodesic-skip``):
             training pulls the ``Gp`` weight down, as voxels left at saturated negative logits far
@@ -200,8 +197,7 @@ class TrainConfig:
         for name in ("blur_sigma", "thickness_mm", "gamma_range"):
             lo, hi = getattr(self, name)
             need(0 < lo <= hi, f"{name} {getattr(self, name)} needs 0 < min <= max")
-        need(self.train_parts in ("all", "decoder", "cpp"),
-             f"train_parts must be 'all', 'decoder' or 'cpp', got {self.train_parts!r}")
+        need(self.train_parts in ("all", "cpp"), f"train_parts must be 'all' or 'cpp', got {self.train_parts!r}")
         need(self.train_parts == "all" or self.cpp_weight > 0, "train_parts 'cpp' needs cpp_weight > 0")
         need(self.cpp_loss in ("mse", "balanced"), f"cpp_loss must be 'mse' or 'balanced', got {self.cpp_loss!r}")
         need(all(mm > 0 for mm in self.pseudo_supervoxel_mm), "pseudo_supervoxel_mm sizes must be positive")

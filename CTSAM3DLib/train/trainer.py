@@ -139,7 +139,7 @@ class Algorithm1(nn.Module):
         labels = np.ones((n, 1), dtype=np.int64)
         frozen = cfg.train_parts == "cpp"
         geo_images = images if self.model.prompt_channels > PROMPT_CHANNELS else None
-        with torch.no_grad() if cfg.train_parts in ("cpp", "decoder") else contextlib.nullcontext():
+        with torch.no_grad() if frozen else contextlib.nullcontext():
             feats = self.model.encode(images)
         prev: torch.Tensor | None = None
         seg_terms: list[torch.Tensor] = []
@@ -443,8 +443,6 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
     if config.train_parts == "cpp":  # the segmenter stays exactly as loaded
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith("cpp_predictor."))
-    elif config.train_parts == "decoder":  # the image features stay exactly as loaded
-        model.image_encoder.requires_grad_(False)
     if config.freeze_geodesic_skip:
         skip = getattr(model.mask_decoder, "geodesic_skip", None)
         if skip is None:
@@ -466,9 +464,8 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
         if [str(d) for d in data_dirs] != state.get("data_dirs"):
             logger.warning("Resuming with data folders %s; the run started with %s.", data_dirs, state.get("data_dirs"))
     model.to(dev).train()
-    if config.train_parts != "all":  # frozen means frozen: no norm statistics are updated either
+    if config.train_parts == "cpp":  # frozen means frozen: no norm statistics are updated either
         model.image_encoder.eval()
-    if config.train_parts == "cpp":
         model.mask_decoder.eval()
     for group_state in optimizer.state.values():  # optimizer tensors follow the model's device
         for k, v in group_state.items():
