@@ -305,8 +305,9 @@ def _lerp_rows(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return weights, inside
 
 
-def _separable(src: np.ndarray, weights: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """``out[a, b, c] = sum src[p, q, r] * w0[a, p] * w1[b, q] * w2[c, r]``: three matrix products.
+def _separable(src: np.ndarray, weights: list[np.ndarray], inside: list[np.ndarray], default: float) -> np.ndarray:
+    """``out[a, b, c] = sum src[p, q, r] * w0[a, p] * w1[b, q] * w2[c, r]``, ``default`` where any
+    axis's sample is outside (``inside[axis]`` False): three matrix products.
 
     Run by torch, whose thread pool the network uses too: NumPy's BLAS threads spin after a
     product and slowed the next encoder pass by 3x on two cores.
@@ -318,7 +319,10 @@ def _separable(src: np.ndarray, weights: tuple[np.ndarray, np.ndarray, np.ndarra
     source = torch.from_numpy(np.require(src, np.float32, ["C", "W"]))  # torch wants writable memory
     out = (source.reshape(-1, n2) @ w2.T).reshape(n0, n1, len(w2))
     out = torch.matmul(w1, out)
-    return (w0 @ out.reshape(n0, -1)).reshape(len(w0), len(w1), len(w2)).numpy()
+    values = (w0 @ out.reshape(n0, -1)).reshape(len(w0), len(w1), len(w2)).numpy()
+    for axis, ok in enumerate(inside):
+        values[(slice(None),) * axis + (~ok,)] = default
+    return values
 
 
 def _support(weights: np.ndarray) -> slice:
@@ -339,9 +343,7 @@ def _extract_separable(image: sitk.Image, axes: _AxisMap, start: np.ndarray, siz
         inside.append(ok)
         crop.append(cols)
     source = sitk.GetArrayViewFromImage(image)[tuple(crop)].astype(np.float32)
-    patch = _separable(source, (rows[0], rows[1], rows[2]))  # axes: model axes of input k, j, i
-    for position, ok in enumerate(inside):
-        patch[(slice(None),) * position + (~ok,)] = PAD_HU
+    patch = _separable(source, rows, inside, PAD_HU)  # axes: model axes of input k, j, i
     order = [2 - axes.model_axis[2 - p] for p in range(3)]  # array position of model z, y, x
     return np.ascontiguousarray(patch.transpose(np.argsort(order)))
 
@@ -357,7 +359,4 @@ def _to_input_separable(prob: np.ndarray, axes: _AxisMap, start: np.ndarray, low
         rows.append(weights)
         inside.append(ok)
     source = prob.transpose([2 - axes.model_axis[a] for a in (2, 1, 0)])  # model axes in input k, j, i order
-    values = _separable(source, (rows[0], rows[1], rows[2]))
-    for position, ok in enumerate(inside):
-        values[(slice(None),) * position + (~ok,)] = default
-    return values
+    return _separable(source, rows, inside, default)
