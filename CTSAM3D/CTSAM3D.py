@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -396,13 +395,13 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _session(self) -> Any:
         """The logic's session for the selected nodes, with the model and settings chosen in the GUI."""
         self._ensureDependencies()
-        from CTSAM3DLib.engine.planning import LARGE_ORGAN_REACH_DEPTH
+        from CTSAM3DLib.engine.planning import reach_depth_for
 
         params = self._parameterNode
         path = params.checkpointPath or None
         self.logic.load_model(path, params.device, (params.windowMinHu, params.windowMaxHu) if path else None)
         self.logic.configure(use_cpp=params.useCpp, max_patches=params.maxPatches, overwrite=params.overwrite,
-                             cpp_reach_depth=LARGE_ORGAN_REACH_DEPTH if params.largeOrgans else math.inf)
+                             cpp_reach_depth=reach_depth_for(params.largeOrgans))
         return self.logic.session(params.inputVolume, params.segmentation)
 
     def _restoreSegment(self) -> None:

@@ -76,6 +76,11 @@ def centred_start(point_model: np.ndarray) -> IJK:
     return tuple(int(v) for v in np.round(point_model).astype(int) - PATCH_SIZE // 2)  # type: ignore[return-value]
 
 
+def reach_depth_for(large_organs: bool) -> float:
+    """The CPP reach depth of the front ends' *Large organs* switch: `LARGE_ORGAN_REACH_DEPTH` on, off (inf) off."""
+    return LARGE_ORGAN_REACH_DEPTH if large_organs else math.inf
+
+
 def is_covered(start: IJK, starts: list[IJK]) -> bool:
     """Whether an existing patch starts within half a stride of ``start`` on every axis."""
     if not starts:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import math
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 from trame.app import TrameApp
 
-from CTSAM3DLib.engine.planning import LARGE_ORGAN_REACH_DEPTH
+from CTSAM3DLib.engine.planning import reach_depth_for
 from CTSAM3DLib.web import inputs
 from CTSAM3DLib.web.workspace import DOWNLOAD_TYPES, Workspace
 
@@ -264,7 +263,7 @@ class CTSAM3DWebApp(TrameApp):
 def _cpp_settings(use_cpp: Any, max_patches: Any, large_organs: Any) -> dict[str, Any]:
     """``BridgeLogic.configure`` keywords from the page's CPP settings."""
     return {"use_cpp": bool(use_cpp), "max_patches": int(max_patches or 0),
-            "cpp_reach_depth": LARGE_ORGAN_REACH_DEPTH if large_organs else math.inf}
+            "cpp_reach_depth": reach_depth_for(bool(large_organs))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
