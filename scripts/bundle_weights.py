@@ -5,11 +5,13 @@ Floating-point tensors are stored as float16 (half the size: the compact model f
 Prints the SHA-256 to record in ``CTSAM3DLib/bundled.py``.
 
 Usage: python scripts/bundle_weights.py RUN_DIR/model.pt Resources/weights/ctsam3d_compact.pt
-    [--cpp-mode MODE] [--cpp-min-agreement DICE] [--geodesic-skip W_P,W_N]
+    [--cpp-mode MODE] [--cpp-min-agreement DICE] [--refine-passes N] [--geodesic-skip W_P,W_N]
 
 ``--cpp-mode network|geometric`` records the engine CPP mode the weights were measured best
-with, ``--cpp-min-agreement`` the CPP slab-agreement threshold; sessions with the defaults
-(``SessionConfig(cpp_mode="auto", cpp_min_agreement=None)``) then use them.
+with, ``--cpp-min-agreement`` the CPP slab-agreement threshold, ``--refine-passes`` the
+self-refinement passes per network call; sessions with the defaults (``SessionConfig(cpp_mode=
+"auto", cpp_min_agreement=None, refine_passes=None)``) then use them. A source that is itself
+bundled (e.g. to record a new engine setting) keeps its ``bundled_from``.
 
 ``--geodesic-skip`` sets a ``compact_geo_skip`` network's two logit-skip weights (on Gp, Gn), a
 calibration chosen on the validation split: training pulls ``w_p`` down, because the under-filled
@@ -25,14 +27,14 @@ from pathlib import Path
 import torch
 
 from CTSAM3DLib.cli.segment import parse_number_pair
-from CTSAM3DLib.model.checkpoint import atomic_torch_save, read_checkpoint_file, sha256_of
+from CTSAM3DLib.model.checkpoint import MAX_REFINE_PASSES, atomic_torch_save, read_checkpoint_file, sha256_of
 from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN
 
 SKIP_KEY = "mask_decoder.geodesic_skip"
 
 
 def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: float | None = None,
-         geodesic_skip: tuple[float, float] | None = None) -> None:
+         geodesic_skip: tuple[float, float] | None = None, refine_passes: int | None = None) -> None:
     ckpt = read_checkpoint_file(src)
     calibrated: dict[str, list[float]] = {}
     if geodesic_skip is not None:
@@ -49,10 +51,15 @@ def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: flo
         if not 0.0 <= cpp_min_agreement <= 1.0:
             raise SystemExit(f"--cpp-min-agreement is a Dice between 0 and 1, got {cpp_min_agreement}.")
         ckpt["cpp_min_agreement"] = cpp_min_agreement
+    if refine_passes is not None:
+        if not 0 <= refine_passes <= MAX_REFINE_PASSES:
+            raise SystemExit(f"--refine-passes must be between 0 and {MAX_REFINE_PASSES}, got {refine_passes}.")
+        ckpt["refine_passes"] = refine_passes
     ckpt["model_state_dict"] = {k: v.half() if v.is_floating_point() else v
                                 for k, v in ckpt["model_state_dict"].items()}
-    ckpt["provenance"] = dict(ckpt.get("provenance", {}), stored_dtype="float16", bundled_from=Path(src).name,
-                             **calibrated)
+    provenance = ckpt.get("provenance", {})
+    ckpt["provenance"] = dict(provenance, stored_dtype="float16",
+                              bundled_from=provenance.get("bundled_from", Path(src).name), **calibrated)
     atomic_torch_save(ckpt, Path(dst))
     print(f"{dst}: {Path(dst).stat().st_size / 1e6:.1f} MB, sha256 {sha256_of(dst)}")
 
@@ -63,7 +70,8 @@ if __name__ == "__main__":
     parser.add_argument("dst")
     parser.add_argument("--cpp-mode", choices=("network", "geometric"))
     parser.add_argument("--cpp-min-agreement", type=float)
+    parser.add_argument("--refine-passes", type=int)
     parser.add_argument("--geodesic-skip", metavar="W_P,W_N",
                         type=lambda text: parse_number_pair(text, "skip weights W_P,W_N (e.g. 5,-1)"))
     args = parser.parse_args()
-    main(args.src, args.dst, args.cpp_mode, args.cpp_min_agreement, args.geodesic_skip)
+    main(args.src, args.dst, args.cpp_mode, args.cpp_min_agreement, args.geodesic_skip, args.refine_passes)

@@ -58,7 +58,7 @@ class PatchRunner:
         return out  # type: ignore[return-value]
 
     def segment(self, starts: list[IJK], points: list[np.ndarray], labels: list[np.ndarray],
-                prevs: list[np.ndarray | None]) -> list[np.ndarray]:
+                prevs: list[np.ndarray | None], refine_passes: int = 0) -> list[np.ndarray]:
         """Probabilities ``(64, 64, 64)`` float16 per patch, from local clicks and previous masks.
 
         Args:
@@ -66,6 +66,8 @@ class PatchRunner:
             points: per patch, float ``(N_i, 3)`` local voxel (x, y, z).
             labels: per patch, int ``(N_i,)`` (1 positive, 0 negative).
             prevs: per patch, previous probabilities ``(64, 64, 64)`` or None.
+            refine_passes: decode this many more times, each with the last probabilities as the
+                previous mask (`SessionConfig.refine_passes`).
         """
         out: list[np.ndarray] = []
         for i in range(0, len(starts), self.batch_size):
@@ -79,7 +81,7 @@ class PatchRunner:
                 stack = np.stack([zeros if p is None else p.astype(np.float32) for p in prevs[sl]])[:, None]
                 prev = torch.from_numpy(stack).to(self.predictor.device)
             image = torch.cat([e.image for e in entries]) if self.predictor.needs_image else None
-            prob = self.predictor.decode(feats, pts, lab, prev, image=image)
+            prob = self.predictor.decode(feats, pts, lab, prev, image=image, refine_passes=refine_passes)
             out.extend(prob[:, 0].to(torch.float16).cpu().numpy())
         return out
 

@@ -32,6 +32,8 @@ FORMAT_NAME = "ctsam3d"
 # Version of our checkpoint layout; bump on incompatible changes.
 FORMAT_VERSION = 1
 # Release keys that the model does not use (SAM-style Fourier matrix), ignored at load.
+# Most self-refinement passes a checkpoint may recommend (`SessionConfig.refine_passes`); more is taken as damage.
+MAX_REFINE_PASSES = 8
 _UNUSED_RELEASE_PREFIXES = ("prompt_encoder.",)
 
 
@@ -211,6 +213,9 @@ def load_network(path: str | Path, window_hu: tuple[float, float] | None = None
     agreement = ckpt.get("cpp_min_agreement") if is_ours else None
     if isinstance(agreement, (int, float)) and not isinstance(agreement, bool) and 0.0 <= agreement <= 1.0:
         info["cpp_min_agreement"] = float(agreement)  # and the CPP slab-agreement threshold
+    passes = ckpt.get("refine_passes") if is_ours else None
+    if isinstance(passes, int) and not isinstance(passes, bool) and 0 <= passes <= MAX_REFINE_PASSES:
+        info["refine_passes"] = passes  # and the self-refinement passes per network call
     return model.eval(), variant, window, info
 
 

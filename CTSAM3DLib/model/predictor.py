@@ -98,17 +98,24 @@ class Predictor:
         return self.model.prompt_channels > PROMPT_CHANNELS
 
     def decode(self, feats: list[torch.Tensor], points: torch.Tensor, labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+               prev_mask: torch.Tensor | None = None, image: torch.Tensor | None = None,
+               refine_passes: int = 0) -> torch.Tensor:
         """Probabilities ``[B, 1, 64^3]`` from cached features and clicks (see ``predict_patch``).
 
-        ``image`` (the scaled patches) is needed, and only used, when ``needs_image``.
+        ``image`` (the scaled patches) is needed, and only used, when ``needs_image``. With
+        ``refine_passes``, the decoder runs that many more times, each reading the last
+        probabilities as its previous mask (the click maps are built once).
         """
         if self.needs_image and image is None:
             raise ValueError(f"variant {self.variant!r} reads geodesic click maps: decode() needs the patch image")
         image = image.to(self.device) if self.needs_image else None
         prompt = prompt_tensor(points.to(self.device), labels.to(self.device), prev_mask, size=64, image=image)
         with self._mode():
-            return torch.sigmoid(self.model.decode_logits(feats, prompt).float())
+            prob = torch.sigmoid(self.model.decode_logits(feats, prompt).float())
+            for _ in range(refine_passes):
+                prompt = torch.cat([prob.to(prompt.dtype), prompt[:, 1:]], dim=1)
+                prob = torch.sigmoid(self.model.decode_logits(feats, prompt).float())
+            return prob
 
     def cpp(self, image_u: torch.Tensor, mask_u: torch.Tensor, image_v: torch.Tensor) -> torch.Tensor:
         """CPP heatmaps ``[B, 1, 64^3]`` for neighbours V of clicked patches U (binary mask_u)."""

@@ -117,6 +117,7 @@ def test_existing_results_need_overwrite(dataset, checkpoint, tmp_path, capsys):
     (["--split", "test"], "No labelled subjects"),
     (["--max-structures", "0"], "max_structures"),
     (["--cpp-min-agreement", "1.5"], "--cpp-min-agreement"),
+    (["--refine-passes", "9"], "refine_passes"),
 ])
 def test_user_errors_exit_2_with_one_paragraph(dataset, checkpoint, tmp_path, capsys, extra, message):
     rc = _run(["--data", str(dataset), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint), *extra])
@@ -136,9 +137,10 @@ def test_cpp_options_reach_the_engine(dataset, checkpoint, tmp_path, monkeypatch
 
     monkeypatch.setattr(evaluate_cli, "evaluate", fake_evaluate)
     _run(["--data", str(dataset), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint),
-          "--cpp-reach-depth", "10", "--max-patches", "5", "--cpp-mode", "geometric"])
+          "--cpp-reach-depth", "10", "--max-patches", "5", "--cpp-mode", "geometric", "--refine-passes", "2"])
     config = seen["config"]
     assert (config.cpp_reach_depth, config.max_patches, config.cpp_mode, config.use_cpp) == (10.0, 5, "geometric", True)
+    assert config.refine_passes == 2
 
 
 def test_missing_data_folder(checkpoint, tmp_path, capsys):

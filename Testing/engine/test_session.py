@@ -32,7 +32,7 @@ class ThresholdOracle:
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
         return [image]
 
-    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
+    def decode(self, feats, points, labels, prev_mask=None, image=None, refine_passes=0) -> torch.Tensor:  # noqa: ANN001
         return (feats[0] > 0.525).float()
 
     def cpp(self, image_u, mask_u, image_v) -> torch.Tensor:  # noqa: ANN001
@@ -164,7 +164,7 @@ def test_a_negative_click_refines_the_patch_holding_it_and_never_expands() -> No
 class StubbornOracle(ThresholdOracle):
     """Segments bright voxels in every patch that holds a positive click, whatever its negative clicks say."""
 
-    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
+    def decode(self, feats, points, labels, prev_mask=None, image=None, refine_passes=0) -> torch.Tensor:  # noqa: ANN001
         out = super().decode(feats, points, labels, prev_mask, image)
         return out * (labels == 1).any(1).float().view(-1, 1, 1, 1, 1)
 
@@ -192,7 +192,7 @@ def test_a_negative_click_reaches_every_patch_showing_it_and_retracts_an_overrul
 class BallOracle(ThresholdOracle):
     """Segments bright voxels within 12 voxels of a positive click of the patch."""
 
-    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
+    def decode(self, feats, points, labels, prev_mask=None, image=None, refine_passes=0) -> torch.Tensor:  # noqa: ANN001
         out = super().decode(feats, points, labels, prev_mask, image)
         zz, yy, xx = torch.meshgrid(*(torch.arange(64.0),) * 3, indexing="ij")
         near = torch.zeros_like(out, dtype=torch.bool)
@@ -286,7 +286,7 @@ def test_geometric_cpp_expands_without_the_cpp_network() -> None:
 class LeakyOracle(ThresholdOracle):
     """Segments like ThresholdOracle from a user click, but floods every CPP neighbour (it sees U's mask)."""
 
-    def decode(self, feats, points, labels, prev_mask=None, image=None) -> torch.Tensor:  # noqa: ANN001
+    def decode(self, feats, points, labels, prev_mask=None, image=None, refine_passes=0) -> torch.Tensor:  # noqa: ANN001
         out = super().decode(feats, points, labels, prev_mask, image)
         if prev_mask is not None:
             flooded = prev_mask.flatten(1).amax(1) > 0  # a neighbour: U's mask shows in its overlap
@@ -356,3 +356,48 @@ def test_auto_cpp_agreement_follows_the_checkpoint(tmp_path, random_predictor: P
     for odd in (1.5, -0.1, "0.3", True):  # out of range or not a number: ignored
         torch.save(dict(ckpt, cpp_min_agreement=odd), tmp_path / "odd.pt")
         assert Session(load_model(tmp_path / "odd.pt")).cpp_min_agreement == 0.0
+
+
+def test_refine_passes_follow_the_checkpoint_and_reach_every_network_call(tmp_path, sphere_image) -> None:  # noqa: ANN001
+    from CTSAM3DLib import build_model, load_model
+    from CTSAM3DLib.model.checkpoint import read_checkpoint_file, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", build_model("compact"), "compact", (-1000.0, 1000.0))
+    ckpt = read_checkpoint_file(tmp_path / "m.pt")
+    assert Session(load_model(tmp_path / "m.pt")).refine_passes == 0  # no recommendation: none
+    torch.save(dict(ckpt, refine_passes=2), tmp_path / "r.pt")
+    predictor = load_model(tmp_path / "r.pt")
+    assert Session(predictor).refine_passes == 2
+    assert Session(predictor, SessionConfig(refine_passes=0)).refine_passes == 0  # explicit wins
+    for odd in (-1, 99, 1.5, "1", True):  # out of range or not a whole number: ignored
+        torch.save(dict(ckpt, refine_passes=odd), tmp_path / "odd.pt")
+        assert Session(load_model(tmp_path / "odd.pt")).refine_passes == 0
+    for bad in (-1, 9, 1.0):
+        with pytest.raises(ValueError, match="refine_passes"):
+            SessionConfig(refine_passes=bad)  # type: ignore[arg-type]
+
+    seen: list[int] = []
+    real = predictor.decode
+
+    def spy(*args, refine_passes=0, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(refine_passes)
+        return real(*args, refine_passes=refine_passes, **kwargs)
+
+    predictor.decode = spy  # type: ignore[method-assign]
+    image, _ = sphere_image
+    s = Session(predictor, SessionConfig(refine_passes=1, cpp_mode="geometric"))
+    s.set_volume(image)
+    s.add_click((45, 40, 20))
+    s.add_click((30, 40, 20), is_positive=False)
+    assert seen and set(seen) == {1}  # the click, its CPP neighbours and the correction
+
+
+def test_a_refinement_pass_reads_the_last_probabilities(random_predictor: Predictor) -> None:
+    torch.manual_seed(1)
+    image = torch.rand(2, 1, 64, 64, 64)
+    feats = random_predictor.encode(image)
+    points, labels = torch.tensor([[[30.0, 31.0, 32.0]], [[10.0, 20.0, 30.0]]]), torch.tensor([[1], [1]])
+    once = random_predictor.decode(feats, points, labels)
+    twice = random_predictor.decode(feats, points, labels, once)
+    torch.testing.assert_close(random_predictor.decode(feats, points, labels, refine_passes=1), twice)
+    assert not torch.allclose(once, twice)

@@ -50,3 +50,15 @@ def test_a_network_without_the_skip_is_refused_by_name(tmp_path: Path) -> None:
 def test_a_malformed_number_pair_is_named(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="expected skip weights W_P,W_N|must be finite"):
         parse_number_pair(text, "skip weights W_P,W_N")
+
+
+def test_bundling_records_the_refine_passes_and_keeps_where_the_weights_came_from(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "run.pt", build_model("compact"), "compact", (-1000.0, 1000.0))
+    _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), refine_passes=1)
+    _script().main(str(tmp_path / "bundled.pt"), str(tmp_path / "again.pt"), refine_passes=2)
+    first, again = load_network(tmp_path / "bundled.pt")[3], load_network(tmp_path / "again.pt")[3]
+    assert first["refine_passes"] == 1 and again["refine_passes"] == 2
+    assert again["provenance"]["bundled_from"] == first["provenance"]["bundled_from"] == "run.pt"
+    with pytest.raises(SystemExit, match="--refine-passes"):
+        _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), refine_passes=9)
+    assert not (tmp_path / "bad.pt").exists()

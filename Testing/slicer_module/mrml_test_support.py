@@ -47,7 +47,8 @@ class StubPredictor:
         return [torch.zeros(image.shape[0], 1)]
 
     def decode(self, feats: list[torch.Tensor], points: torch.Tensor, labels: torch.Tensor,
-               prev_mask: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+               prev_mask: torch.Tensor | None = None, image: torch.Tensor | None = None,
+               refine_passes: int = 0) -> torch.Tensor:
         time.sleep(self.delay_s)
         self.decode_calls += 1
         for b in range(points.shape[0]):
