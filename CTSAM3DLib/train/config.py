@@ -57,9 +57,6 @@ class TrainConfig:
         grad_clip: max gradient norm, applied separately to the segmenter (encoder + decoder) and
             to the CPP sub-network; 0 disables clipping.
         amp: bf16 autocast on CUDA (ignored on CPU).
-        refine_passes: per round, this many more decoder passes, each reading the last prediction
-            as the previous mask with the same clicks (the engine's `SessionConfig.refine_passes`);
-            every pass is supervised.
         focal_weight: weight of the focal loss in L_seg (paper 0.2).
         dice_weight: weight of the Dice loss in L_seg (paper 0.8).
         focal_gamma: focal loss exponent.
@@ -103,9 +100,6 @@ class TrainConfig:
             from a click give it no gradient (docs/MODEL_CARD.md, stages 12 and 14).
         pseudo_ratio: fraction of samples drawn from class-agnostic pseudo-structures (HU-band
             regions of the training CTs, `CTSAM3DLib.train.pseudo`) instead of labels.
-        union_ratio: fraction of labelled draws that become the union of the drawn structure and one
-            or two labelled structures touching it (lobes into a lung, a wall and its lumen): compound
-            structures of several tissues, which the labels name only in parts.
         pseudo_supervoxel_mm: sizes (mm across) of SLIC supervoxels added to the pseudo-structures;
             empty (default) adds none, as their blocky organ chunks taught under-filling.
         splits: dataset splits used for training (subjects without a split are always used).
@@ -127,7 +121,6 @@ class TrainConfig:
     batch_size: int = 2
     samples_per_volume: int = 1
     rounds: int = 5
-    refine_passes: int = 0
     lr: float = 1e-4
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -168,7 +161,6 @@ class TrainConfig:
     freeze_geodesic_skip: bool = False
     pseudo_ratio: float = 0.0
     pseudo_supervoxel_mm: tuple[float, ...] = ()
-    union_ratio: float = 0.0
     splits: tuple[str, ...] = ("train",)
     exclude_structures: tuple[str, ...] = ()
     seed: int = 0
@@ -191,7 +183,7 @@ class TrainConfig:
         need(self.window_hu[0] < self.window_hu[1], f"window_hu {self.window_hu} needs min < max")
         for name in ("steps", "batch_size", "samples_per_volume", "rounds", "log_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("refine_passes", "warmup_steps", "checkpoint_every", "threads", "min_structure_voxels", "center_jitter",
+        for name in ("warmup_steps", "checkpoint_every", "threads", "min_structure_voxels", "center_jitter",
                      "neighbour_jitter"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.lr > 0, f"lr must be positive, got {self.lr}")
@@ -199,8 +191,7 @@ class TrainConfig:
         need(0 < self.lr_decay_factor <= 1, "lr_decay_factor must be in (0, 1]")
         need(all(s > 0 for s in self.lr_decay_steps), "lr_decay_steps must be positive step numbers")
         for name in ("size_bias", "aug_prob", "intensity_prob", "flip_prob", "swap_prob", "blur_prob",
-                     "thickness_prob", "gamma_prob", "v_prior_prob", "cpp_negative_prob", "pseudo_ratio",
-                     "union_ratio"):
+                     "thickness_prob", "gamma_prob", "v_prior_prob", "cpp_negative_prob", "pseudo_ratio"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
         need(0 < self.scale_range[0] <= self.scale_range[1], f"scale_range {self.scale_range} needs 0 < min <= max")
         for name in ("blur_sigma", "thickness_mm", "gamma_range"):

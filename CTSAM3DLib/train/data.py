@@ -28,10 +28,6 @@ uniformly among the volume's structures. For a structure:
    structure that stays inside U gets a V shifted by a few voxels instead. Both contain it.
 3. Optional rotation/zoom (one transform for U and V), intensity jitter, blur, thick slices
    and gamma, then mirror flips and axis swaps (`augment`), the same for U, V and W.
-   With probability ``union_ratio`` a labelled draw becomes the union of the structure and one or
-   two labelled structures touching it (lung lobes make a lung, a wall and its lumen one organ):
-   a click may name a compound structure of several tissues, as the `val` lungs and the `test`
-   heart are.
 4. V's first click is `first_click` on V's mask.
 5. Optionally (``cpp_negative_prob``) a negative neighbour W: the patch at 48 voxels from U in a
    direction the structure does not reach, which CPP must leave without a click.
@@ -439,7 +435,6 @@ class PairSampler:
         self.probs: list[np.ndarray] = []
         self.pseudo_choices: list[np.ndarray] = []  # eligible pseudo-structure indices per subject
         self.pseudo_probs: list[np.ndarray] = []
-        self.touching: list[dict[int, list[int]]] = []  # eligible structures touching each (union_ratio)
         for s in subjects:
             keep, p = self._eligible(s.structures)
             pkeep, pp = self._eligible(s.pseudo) if config.pseudo_ratio > 0 else ([], None)
@@ -450,7 +445,6 @@ class PairSampler:
             self.probs.append(p)
             self.pseudo_choices.append(np.array(pkeep, dtype=np.int64))
             self.pseudo_probs.append(pp)
-            self.touching.append(touching_structures(s, keep) if config.union_ratio > 0 else {})
         if not self.subjects:
             raise ValueError("No training structure left: every subject failed to load, or all structures are "
                              "smaller than min_structure_voxels or excluded.")
@@ -489,11 +483,7 @@ class PairSampler:
                     samples.append(self.pair(self.subjects[n], k, rng, is_pseudo=True))
                 else:
                     k = int(rng.choice(self.choices[n], p=self.probs[n]))
-                    near = self.touching[n].get(k, [])
-                    if near and rng.random() < cfg.union_ratio:
-                        samples.append(self.union_pair(n, k, rng))
-                    else:
-                        samples.append(self.pair(self.subjects[n], k, rng))
+                    samples.append(self.pair(self.subjects[n], k, rng))
         window = cfg.window_hu
         images = torch.stack([scale_window(x.hu_u, window) for x in samples]
                              + [scale_window(x.hu_v, window) for x in samples])[:, None]
@@ -512,32 +502,10 @@ class PairSampler:
     def pair(self, subject: CachedSubject, k: int, rng: np.random.Generator, is_pseudo: bool = False) -> _Sample:
         """One sample of structure ``k`` (a pseudo-structure if ``is_pseudo``): U, V, their masks and
         first clicks, and optionally W."""
-        info = (subject.pseudo if is_pseudo else subject.structures)[k]
-        return self._pair_of(subject, subject.mask(k, is_pseudo), np.asarray(info.lo_zyx), info.name, rng)
-
-    def union_pair(self, n: int, k: int, rng: np.random.Generator) -> _Sample:
-        """One sample of labelled structure ``k`` of subject ``n`` joined with one or two structures it
-        touches (the second touching either of the first two)."""
-        touching = self.touching[n]
-        group = [k, int(rng.choice(touching[k]))]
-        more = sorted((set(touching[k]) | set(touching.get(group[1], []))) - set(group))
-        if more and rng.random() < 0.5:
-            group.append(int(rng.choice(more)))
-        subject = self.subjects[n]
-        infos = [subject.structures[g] for g in group]
-        lo = np.min([i.lo_zyx for i in infos], axis=0)
-        hi = np.max([np.add(i.lo_zyx, i.shape_zyx) for i in infos], axis=0)
-        mask = np.zeros(tuple(hi - lo), dtype=bool)
-        for g, info in zip(group, infos):
-            a = np.subtract(info.lo_zyx, lo)
-            mask[a[0]:a[0] + info.shape_zyx[0], a[1]:a[1] + info.shape_zyx[1], a[2]:a[2] + info.shape_zyx[2]] |= \
-                subject.mask(g)
-        return self._pair_of(subject, mask, lo, "+".join(i.name for i in infos), rng)
-
-    def _pair_of(self, subject: CachedSubject, mask: np.ndarray, lo: np.ndarray, name: str,
-                 rng: np.random.Generator) -> _Sample:
-        """One sample of a structure given as a bool box ``mask`` at ``lo`` (z, y, x) in ``subject``."""
         cfg = self.config
+        info = (subject.pseudo if is_pseudo else subject.structures)[k]
+        mask = subject.mask(k, is_pseudo)
+        lo = np.asarray(info.lo_zyx)
         click = first_click(mask, rng)
         anchor = np.rint(click.point_xyz).astype(np.int64) + lo[::-1]
         j = cfg.center_jitter
@@ -569,7 +537,7 @@ class PairSampler:
         click_v = first_click(gts[1], rng) if gts[1].any() else None
         pt_v = np.asarray(click_v.point_xyz if click_v else anchor_in_u - offset, dtype=np.float32)
         sample = _Sample(hus[0], hus[1], gts[0], gts[1], anchor_in_u.astype(np.float32), pt_v,
-                         np.asarray(offset, dtype=np.int64), f"{subject.subject_id}/{name}", anchor - start_in_u)
+                         np.asarray(offset, dtype=np.int64), f"{subject.subject_id}/{info.name}", anchor - start_in_u)
         if len(hus) == 3:
             sample.hu_w, sample.gt_w = hus[2], gts[2]
         return sample
@@ -618,32 +586,6 @@ class PairSampler:
             if _count_in_box(mask, lo_zyx, start_u_xyz + shift) >= need:
                 return shift
         return np.zeros(3, dtype=np.int64)
-
-
-def touching_structures(subject: CachedSubject, indices: Sequence[int], margin: int = 1) -> dict[int, list[int]]:
-    """Which of ``subject``'s structures ``indices`` touch (within ``margin`` voxels), as adjacency lists."""
-    infos = {k: subject.structures[k] for k in indices}
-    lo = {k: np.asarray(i.lo_zyx) for k, i in infos.items()}
-    hi = {k: lo[k] + i.shape_zyx for k, i in infos.items()}
-    masks: dict[int, np.ndarray] = {}
-    grown: dict[int, np.ndarray] = {}  # each mask dilated by `margin`, padded by `margin` on every side
-    out: dict[int, list[int]] = {k: [] for k in indices}
-    for a, b in itertools.combinations(indices, 2):
-        r_lo = np.maximum(lo[a] - margin, lo[b])
-        r_hi = np.minimum(hi[a] + margin, hi[b])
-        if np.any(r_hi <= r_lo):
-            continue
-        for k in (a, b):
-            if k not in masks:
-                masks[k] = subject.mask(k)
-        if a not in grown:
-            grown[a] = ndimage.binary_dilation(np.pad(masks[a], margin), iterations=margin)
-        ga = grown[a][tuple(slice(u - v + margin, w - v + margin) for u, w, v in zip(r_lo, r_hi, lo[a]))]
-        mb = masks[b][tuple(slice(u - v, w - v) for u, w, v in zip(r_lo, r_hi, lo[b]))]
-        if np.any(ga & mb):
-            out[a].append(b)
-            out[b].append(a)
-    return {k: v for k, v in out.items() if v}
 
 
 def _count_in_box(mask: np.ndarray, lo_zyx: np.ndarray, start_xyz: np.ndarray) -> int:

@@ -11,11 +11,7 @@ One optimiser step, per process (`Algorithm1.forward`):
    (`CTSAM3DLib.prompts.simulate.next_click`, the deepest point of the error, positive in a
    false negative, negative in a false positive) on the detached prediction; the prompt holds
    all clicks so far and the previous probabilities as Y.
-   With ``refine_passes``, every round's decoder call is followed by that many more, each reading
-   the last probabilities (detached) as Y with the same clicks, as the engine refines
-   (`SessionConfig.refine_passes`); every pass is supervised, and the last one is the round's
-   prediction (for CPP, the next click and the next Y).
-5. Loss = mean over rounds (and passes) of L_seg (0.2 focal + 0.8 Dice) + ``cpp_weight`` * L_cpp. Gradients of
+5. Loss = mean over rounds of L_seg (0.2 focal + 0.8 Dice) + ``cpp_weight`` * L_cpp. Gradients of
    every round flow into the shared encoder features; there is one optimiser step per sample
    (the paper's Algorithm 1 steps the optimiser inside the click loop; one step over the
    summed rounds costs one encoder pass instead of N and trains the same objective).
@@ -152,11 +148,12 @@ class Algorithm1(nn.Module):
         for r in range(cfg.rounds):
             with torch.no_grad() if frozen else contextlib.nullcontext():
                 if r == 0 and v_prior is not None and offsets is not None and v_prior.any():
-                    passes = self._first_round_with_prior(feats, geo_images, points, labels, offsets, v_prior)
+                    logits = self._first_round_with_prior(feats, geo_images, points, labels, offsets, v_prior)
                 else:
-                    passes = self._decode(feats, geo_images, points, labels, prev)
-            seg_terms.extend(seg_loss(lg, target, cfg.focal_weight, cfg.dice_weight, cfg.focal_gamma) for lg in passes)
-            logits = passes[-1]
+                    prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev,
+                                           image=geo_images)
+                    logits = self.model.decode_logits(feats, prompt)
+            seg_terms.append(seg_loss(logits, target, cfg.focal_weight, cfg.dice_weight, cfg.focal_gamma))
             prob = torch.sigmoid(logits.detach().float())
             pred = prob >= 0.5
             out[f"dice_r{r + 1}"] = hard_dice(pred, target > 0.5)
@@ -171,34 +168,25 @@ class Algorithm1(nn.Module):
         out.update(loss=seg + cfg.cpp_weight * cpp, seg_loss=seg.detach(), cpp_loss=cpp.detach())
         return out
 
-    def _decode(self, feats: list[torch.Tensor], images: torch.Tensor | None, points: np.ndarray,
-                labels: np.ndarray, prev: torch.Tensor | None) -> list[torch.Tensor]:
-        """Logits of one decoder call and of its ``refine_passes`` (each reading the last, detached, as Y).
+    def _first_round_with_prior(self, feats: list[torch.Tensor], images: torch.Tensor | None, points: np.ndarray,
+                                labels: np.ndarray, offsets: np.ndarray, v_prior: np.ndarray) -> torch.Tensor:
+        """Round 1 for U, then for V with U's probabilities (shifted into V) as V's previous mask.
 
         ``images`` are the patches for geodesic prompts (None for a model without them).
         """
         dev = feats[0].device
-        prompt = prompt_tensor(torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev), prev, image=images)
-        passes = [self.model.decode_logits(feats, prompt)]
-        for _ in range(self.config.refine_passes):
-            prob = torch.sigmoid(passes[-1].detach().float()).to(prompt.dtype)
-            prompt = torch.cat([prob, prompt[:, 1:]], dim=1)
-            passes.append(self.model.decode_logits(feats, prompt))
-        return passes
-
-    def _first_round_with_prior(self, feats: list[torch.Tensor], images: torch.Tensor | None, points: np.ndarray,
-                                labels: np.ndarray, offsets: np.ndarray, v_prior: np.ndarray) -> list[torch.Tensor]:
-        """Round 1 for U, then for V with U's probabilities (shifted into V) as V's previous mask; the
-        logits of each pass (`_decode`), U's and V's together."""
         half = points.shape[0] // 2
+        pts, labs = torch.from_numpy(points).to(dev), torch.from_numpy(labels).to(dev)
         img_u, img_v = (None, None) if images is None else (images[:half], images[half:])
-        passes_u = self._decode([f[:half] for f in feats], img_u, points[:half], labels[:half], None)
-        prob_u = torch.sigmoid(passes_u[-1].detach().float())
+        logits_u = self.model.decode_logits([f[:half] for f in feats],
+                                            prompt_tensor(pts[:half], labs[:half], None, image=img_u))
+        prob_u = torch.sigmoid(logits_u.detach().float())
         prior = torch.zeros_like(prob_u)
         for i in np.flatnonzero(v_prior):
             prior[i] = shift_patch(prob_u[i], offsets[i])
-        passes_v = self._decode([f[half:] for f in feats], img_v, points[half:], labels[half:], prior)
-        return [torch.cat(pair) for pair in zip(passes_u, passes_v)]
+        logits_v = self.model.decode_logits([f[half:] for f in feats],
+                                            prompt_tensor(pts[half:], labs[half:], prior, image=img_v))
+        return torch.cat([logits_u, logits_v])
 
     def _cpp(self, images: torch.Tensor, pred: torch.Tensor, gts: np.ndarray, images_w: torch.Tensor | None,
              gts_w: np.ndarray | None, w_of: np.ndarray | None, out: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -17,7 +17,7 @@ from CTSAM3DLib.geometry.resample import resample_to_grid
 from CTSAM3DLib.io.datasets import scan_datasets
 from CTSAM3DLib.train import augment
 from CTSAM3DLib.train.config import TrainConfig
-from CTSAM3DLib.train.data import PairSampler, build_cache, cache_folder, touching_structures
+from CTSAM3DLib.train.data import PairSampler, build_cache, cache_folder
 
 
 def _cache(data: Path, cache: Path):
@@ -168,39 +168,3 @@ def test_no_structure_left_is_an_error(synthetic_data: Path, tmp_path: Path) -> 
     with pytest.raises(ValueError, match="No training structure left"):
         PairSampler(cached, TrainConfig(exclude_structures=("*",)))
     shutil.rmtree(tmp_path / "cache")
-
-
-def _touching_subject(root: Path) -> Path:
-    """Two blocks that share a face (``left`` air-like, ``right`` soft tissue) and a ``far`` block apart."""
-    shape = (40, 60, 90)
-    ct = np.full(shape, -100, np.int16)
-    masks = {name: np.zeros(shape, np.uint8) for name in ("left", "right", "far")}
-    masks["left"][10:30, 20:40, 10:30] = 1
-    masks["right"][10:30, 20:40, 30:50] = 1
-    masks["far"][10:20, 5:15, 70:85] = 1
-    ct[masks["left"] > 0], ct[masks["right"] > 0], ct[masks["far"] > 0] = -800, 60, 400
-    folder = root / "touch"
-    (folder / "segmentations").mkdir(parents=True)
-    for name, array in [("ct", ct)] + [(f"segmentations/{n}", m) for n, m in masks.items()]:
-        img = sitk.GetImageFromArray(array)
-        img.SetSpacing((1.5, 1.5, 1.5))
-        sitk.WriteImage(img, str(folder / f"{name}.nii.gz"))
-    return root
-
-
-def test_touching_structures_and_their_unions(tmp_path: Path) -> None:
-    _, cached, _ = _cache(_touching_subject(tmp_path / "data"), tmp_path / "cache")
-    (subject,) = cached
-    names = [s.name for s in subject.structures]
-    near = touching_structures(subject, range(len(names)))
-    assert {names[k]: [names[j] for j in v] for k, v in near.items()} == {"left": ["right"], "right": ["left"]}
-
-    sampler = PairSampler(cached, TrainConfig(batch_size=1, union_ratio=1.0, aug_prob=0.0, intensity_prob=0.0))
-    sample = sampler.union_pair(0, names.index("left"), np.random.default_rng(0))
-    assert sample.name == "touch/left+right"
-    hu = sample.hu_u[sample.gt_u]
-    assert np.any(np.abs(hu + 800) < 50) and np.any(np.abs(hu - 60) < 50)  # both tissues in one structure
-    drawn = {name.split("/")[1] for step in range(12) for name in sampler.batch(step).names}
-    assert drawn == {"left+right", "right+left", "far"}  # a structure touching nothing is drawn alone
-    with pytest.raises(ValueError, match="union_ratio"):
-        TrainConfig(union_ratio=1.5)

@@ -84,26 +84,6 @@ def test_training_rounds_click_where_the_simulator_says() -> None:
     assert net.w.grad is not None
 
 
-def test_refine_passes_reread_each_round_and_are_all_supervised() -> None:
-    gt = _box((10, 10, 10), (31, 31, 31))
-    logits = torch.from_numpy(np.where(gt, 3.0, -3.0)[None, None].repeat(2, 0)).float()
-    net = _StubNet(logits)
-    algo = Algorithm1(net, TrainConfig(rounds=2, refine_passes=2, cpp_weight=0.0))  # type: ignore[arg-type]
-    out = algo(torch.zeros(2, 1, 64, 64, 64), np.stack([gt, gt]), np.array([[20, 20, 20]] * 2, np.float32))
-    assert len(net.prompts) == 2 * 3  # per round: one call and two refinement passes
-    first, refined = net.prompts[0], net.prompts[1]
-    assert first[:, 0].abs().sum() == 0
-    torch.testing.assert_close(refined[:, :1], torch.sigmoid(logits))  # a pass reads the last prediction as Y
-    torch.testing.assert_close(refined[:, 1:], first[:, 1:])  # with the same clicks
-    assert net.prompts[3][:, 1:].shape == first[:, 1:].shape  # round 2 starts from the refined prediction
-    torch.testing.assert_close(net.prompts[3][:, :1], torch.sigmoid(logits))
-    stub = Algorithm1(_StubNet(logits), TrainConfig(rounds=2, cpp_weight=0.0))  # type: ignore[arg-type]
-    plain = stub(torch.zeros(2, 1, 64, 64, 64), np.stack([gt, gt]), np.array([[20, 20, 20]] * 2, np.float32))
-    torch.testing.assert_close(out["seg_loss"], plain["seg_loss"])  # the same prediction each pass: same mean
-    with pytest.raises(ValueError, match="refine_passes"):
-        TrainConfig(refine_passes=-1)
-
-
 def test_lr_schedule() -> None:
     cfg = TrainConfig(lr=1e-3, warmup_steps=10, warmup_start_factor=0.1, lr_decay_steps=(50, 80), steps=100)
     assert lr_at(0, cfg) == pytest.approx(1e-4)
