@@ -31,9 +31,9 @@ from CTSAM3DLib.model.decoder import GEODESIC_PROMPT_CHANNELS, PROMPT_CHANNELS
 FORMAT_NAME = "ctsam3d"
 # Version of our checkpoint layout; bump on incompatible changes.
 FORMAT_VERSION = 1
-# Release keys that the model does not use (SAM-style Fourier matrix), ignored at load.
 # Most self-refinement passes a checkpoint may recommend (`SessionConfig.refine_passes`); more is taken as damage.
 MAX_REFINE_PASSES = 8
+# Release keys that the model does not use (SAM-style Fourier matrix), ignored at load.
 _UNUSED_RELEASE_PREFIXES = ("prompt_encoder.",)
 
 
