@@ -12,23 +12,33 @@ import torch
 
 from CTSAM3DLib import Predictor, build_model
 
-# Shared data folder (read-only), next to the repository.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Shared folder (read-only), next to the repository: data and docs.
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+def _shared(name: str) -> Path:
+    """``../shared/<name>`` beside the checkout; when it is missing the test skips, except under
+    ``CI=true``, where it fails: CI must run every test that reads the shared folder."""
+    folder = SHARED / name
+    if not folder.is_dir():
+        message = f"shared folder {folder} (../shared/{name} beside the checkout) is missing"
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(message + " under CI=true", pytrace=False)
+        pytest.skip(message)
+    return folder
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared data folder, ``../shared/data`` beside the checkout.
+    """The shared data folder, ``../shared/data`` (see `_shared`)."""
+    return _shared("data")
 
-    When it is missing the test skips, except under ``CI=true``, where it fails: CI must run
-    every test that reads the shared data.
-    """
-    if not SHARED_DATA.is_dir():
-        message = f"shared data folder {SHARED_DATA} (../shared/data beside the checkout) is missing"
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(message + " under CI=true", pytrace=False)
-        pytest.skip(message)
-    return SHARED_DATA
+
+@pytest.fixture(scope="session")
+def shared_docs() -> Path:
+    """The shared docs folder, ``../shared/docs``: the release's facts (see `_shared`)."""
+    return _shared("docs")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import torch
 from CTSAM3DLib import build_model
 from CTSAM3DLib.model.build import VARIANTS
 
-RELEASE_KEYS = Path(__file__).resolve().parents[2].parent / "shared" / "docs" / "official-state-dict-restv2_tiny.txt"
+RELEASE_KEYS = "official-state-dict-restv2_tiny.txt"
 
 FEATURE_SHAPES = {
     "compact": [(16, 16), (32, 8), (64, 4), (128, 2)],
@@ -47,9 +47,9 @@ def test_every_variant_builds() -> None:
         build_model("restv3")
 
 
-def test_release_key_layout_matches_published_list() -> None:
+def test_release_key_layout_matches_published_list(shared_docs: Path) -> None:
     published = {}
-    for line in RELEASE_KEYS.read_text().splitlines():
+    for line in (shared_docs / RELEASE_KEYS).read_text().splitlines():
         if line and not line.startswith("#"):
             key, shape = line.split(" ", 1)
             published[key] = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
