@@ -59,7 +59,7 @@ def add_cpp_args(p: argparse.ArgumentParser) -> None:
                    help="geometric CPP: where the structure is at least this many 1.5 mm voxels deep in the slab "
                         "two patches share, click the neighbour as far inside as the structure reaches; fills large "
                         f"organs (liver, lungs) better, e.g. {LARGE_ORGAN_REACH_DEPTH:g} (default: off)")
-    p.add_argument("--refine-passes", type=parse_count, default=None, metavar="N",
+    p.add_argument("--refine-passes", type=int, default=None, metavar="N",
                    help="after each network call, decode N more times reading the patch's own answer as the previous "
                         "mask: fills structures a patch under-fills; each pass costs one decoder run (default: the "
                         "passes the checkpoint records, else 0)")
@@ -75,17 +75,6 @@ def cpp_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--max-patches must be at least 1 (the clicked patch), got {args.max_patches}.")
     return {"use_cpp": not args.no_cpp, "max_patches": args.max_patches, "cpp_reach_depth": args.cpp_reach_depth,
             "refine_passes": args.refine_passes}
-
-
-def parse_count(text: str) -> int:
-    """Parse a whole number >= 0 (``--refine-passes``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
-    return value
 
 
 def parse_reach_depth(text: str) -> float:

@@ -170,16 +170,17 @@ class Session:
     @property
     def cpp_min_agreement(self) -> float:
         """The CPP slab-agreement threshold in use: ``config.cpp_min_agreement``, else the checkpoint's, else 0."""
-        if self.config.cpp_min_agreement is not None:
-            return self.config.cpp_min_agreement
-        return float(getattr(self.predictor, "info", {}).get("cpp_min_agreement", 0.0))
+        return float(self._setting("cpp_min_agreement", 0.0))
 
     @property
     def refine_passes(self) -> int:
         """Self-refinement passes per network call: ``config.refine_passes``, else the checkpoint's, else 0."""
-        if self.config.refine_passes is not None:
-            return self.config.refine_passes
-        return int(getattr(self.predictor, "info", {}).get("refine_passes", 0))
+        return int(self._setting("refine_passes", 0))
+
+    def _setting(self, name: str, default: float) -> float:
+        """``config.<name>`` if set, else the value the checkpoint records (``Predictor.info``), else ``default``."""
+        value = getattr(self.config, name)
+        return value if value is not None else getattr(self.predictor, "info", {}).get(name, default)
 
     # ---- image and targets -------------------------------------------------------------
     def set_volume(self, volume: Volume | sitk.Image) -> None:
