@@ -1,0 +1,55 @@
+"""scripts/average_weights.py: a weight-space average of a run and its continuation."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from CTSAM3DLib import build_model
+from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "average_weights.py"
+
+
+def _script():  # noqa: ANN202
+    spec = importlib.util.spec_from_file_location("average_weights", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _save(path: Path, variant: str, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    net = build_model(variant)
+    save_checkpoint(path, net, variant, (-1000.0, 1000.0))
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_only_the_chosen_tensors_are_averaged_and_the_recipe_is_recorded(tmp_path: Path) -> None:
+    base, other = _save(tmp_path / "base.pt", "compact", 1), _save(tmp_path / "other.pt", "compact", 2)
+    _script().main(str(tmp_path / "base.pt"), str(tmp_path / "other.pt"), str(tmp_path / "avg.pt"), 0.25,
+                   ("image_encoder",))
+    net, variant, _, info = load_network(tmp_path / "avg.pt")
+    assert variant == "compact"
+    for key, value in net.state_dict().items():
+        if not value.is_floating_point():
+            continue
+        want = 0.75 * base[key] + 0.25 * other[key] if key.startswith("image_encoder") else base[key]
+        assert torch.allclose(value, want, atol=1e-6), key
+    assert info["provenance"]["averaged"]["alpha"] == 0.25
+    assert info["provenance"]["averaged"]["only"] == ["image_encoder"]
+
+
+def test_different_networks_and_unknown_prefixes_are_refused_without_writing(tmp_path: Path) -> None:
+    _save(tmp_path / "a.pt", "compact", 1)
+    _save(tmp_path / "b.pt", "compact_geo", 1)
+    with pytest.raises(SystemExit, match="not the same network"):
+        _script().main(str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "avg.pt"))
+    with pytest.raises(SystemExit, match="no floating-point tensor"):
+        _script().main(str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), str(tmp_path / "avg.pt"), 0.5, ("encoder",))
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        _script().main(str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), str(tmp_path / "avg.pt"), 1.5)
+    assert not (tmp_path / "avg.pt").exists()
