@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "4d346d157e255baa0861125f395e0f45521c249cc7563a68de2bc672a31ab4d9"
+DEFAULT_WEIGHTS_SHA256 = "42499f7c757f2aa1f48258c002b65a756e174c26f1cfedb282fc68611f9faab3"
 
 
 def resources_dir() -> Path:
