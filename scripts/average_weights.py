@@ -5,7 +5,7 @@ one of ``--only``'s prefixes (default: every tensor); the other tensors, the var
 intensity window and the recorded engine settings come from BASE. OTHER must be a run continued
 from BASE (the same variant, keys and shapes): averaging a fine-tuned network with its start keeps
 part of what the fine-tuning gained and part of what it forgot (model card, stage 18).
-The recipe is kept in the provenance (``averaged``); bundle the result with
+The recipe is appended to the provenance's ``averaged`` list; bundle the result with
 ``scripts/bundle_weights.py``.
 
 Usage: python scripts/average_weights.py BASE OTHER OUT [--alpha A] [--only PREFIX ...]
@@ -35,8 +35,10 @@ def main(base: str, other: str, out: str, alpha: float = 0.5, only: tuple[str, .
                                 else (v.float() if v.is_floating_point() else v) for k, v in ours.items()}
     provenance = {k: v for k, v in ckpt.get("provenance", {}).items() if k not in ("bundled_from", "stored_dtype")}
     origin = ckpt.get("provenance", {}).get("bundled_from")  # a bundled base names the run it came from
-    provenance["averaged"] = {"base": Path(base).name + (f" (bundled from {origin})" if origin else ""), "other": Path(other).name, "alpha": alpha,
-                              "only": list(only) or ["all"], "tensors": len(chosen)}
+    earlier = provenance.get("averaged", [])  # the averages the base itself came from, oldest first
+    provenance["averaged"] = [*([earlier] if isinstance(earlier, dict) else earlier), {
+        "base": base + (f" (bundled from {origin})" if origin else ""), "other": other, "alpha": alpha,
+        "only": list(only) or ["all"], "tensors": len(chosen)}]
     ckpt["provenance"] = provenance
     atomic_torch_save(ckpt, Path(out))
     print(f"{out}: {len(chosen)} of {len(ours)} tensors averaged, {alpha} of {Path(other).name}")

@@ -39,8 +39,11 @@ def test_only_the_chosen_tensors_are_averaged_and_the_recipe_is_recorded(tmp_pat
             continue
         want = 0.75 * base[key] + 0.25 * other[key] if key.startswith("image_encoder") else base[key]
         assert torch.allclose(value, want, atol=1e-6), key
-    assert info["provenance"]["averaged"]["alpha"] == 0.25
-    assert info["provenance"]["averaged"]["only"] == ["image_encoder"]
+    assert info["provenance"]["averaged"][-1]["alpha"] == 0.25
+    assert info["provenance"]["averaged"][-1]["only"] == ["image_encoder"]
+    _script().main(str(tmp_path / "avg.pt"), str(tmp_path / "other.pt"), str(tmp_path / "again.pt"))
+    steps = load_network(tmp_path / "again.pt")[3]["provenance"]["averaged"]
+    assert [step["alpha"] for step in steps] == [0.25, 0.5]  # an average of an average keeps both steps
 
 
 def test_different_networks_and_unknown_prefixes_are_refused_without_writing(tmp_path: Path) -> None:
