@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "42499f7c757f2aa1f48258c002b65a756e174c26f1cfedb282fc68611f9faab3"
+DEFAULT_WEIGHTS_SHA256 = "10b7eb1b8c80ef4d6cce50123981518d84a6dc19890ea84596fbe5bcbebd1f30"
 
 
 def resources_dir() -> Path:

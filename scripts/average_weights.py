@@ -41,7 +41,7 @@ def main(base: str, other: str, out: str, alpha: float = 0.5, only: tuple[str, .
         "only": list(only) or ["all"], "tensors": len(chosen)}]
     ckpt["provenance"] = provenance
     atomic_torch_save(ckpt, Path(out))
-    print(f"{out}: {len(chosen)} of {len(ours)} tensors averaged, {alpha} of {Path(other).name}")
+    print(f"{out}: {len(chosen)} of {len(ours)} tensors averaged, {alpha} of {other}")
 
 
 if __name__ == "__main__":
