@@ -16,19 +16,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from CTSAM3DLib.model.checkpoint import atomic_torch_save, read_checkpoint_file
+from CTSAM3DLib.model.checkpoint import CheckpointError, atomic_torch_save, read_checkpoint_file
 
 
 def main(base: str, other: str, out: str, alpha: float = 0.5, only: tuple[str, ...] = ()) -> None:
+    """Write ``(1 - alpha) * base + alpha * other`` on the tensors under ``only`` to ``out``; exits naming bad input."""
     if not 0.0 <= alpha <= 1.0:
         raise SystemExit(f"--alpha is OTHER's share, between 0 and 1; got {alpha}.")
-    ckpt, second = read_checkpoint_file(base), read_checkpoint_file(other)
+    try:
+        ckpt, second = read_checkpoint_file(base), read_checkpoint_file(other)
+    except CheckpointError as exc:
+        raise SystemExit(str(exc)) from None
     ours, theirs = ckpt["model_state_dict"], second["model_state_dict"]
     if ckpt.get("variant") != second.get("variant") or ours.keys() != theirs.keys() or any(
             v.shape != theirs[k].shape for k, v in ours.items()):
         raise SystemExit(f"{base} and {other} are not the same network (variants {ckpt.get('variant')!r} and "
                          f"{second.get('variant')!r}, or different tensors): only a run and its continuation average.")
-    chosen = [k for k, v in ours.items() if v.is_floating_point() and k.startswith(tuple(only) or "")]
+    chosen = {k for k, v in ours.items() if v.is_floating_point() and k.startswith(tuple(only) or "")}
     if not chosen:
         raise SystemExit(f"--only {' '.join(only)}: no floating-point tensor of {base} starts with that.")
     ckpt["model_state_dict"] = {k: ((1 - alpha) * v.float() + alpha * theirs[k].float()) if k in chosen

@@ -46,13 +46,16 @@ def test_only_the_chosen_tensors_are_averaged_and_the_recipe_is_recorded(tmp_pat
     assert [step["alpha"] for step in steps] == [0.25, 0.5]  # an average of an average keeps both steps
 
 
-def test_different_networks_and_unknown_prefixes_are_refused_without_writing(tmp_path: Path) -> None:
+def test_different_networks_unknown_prefixes_and_broken_files_are_refused_without_writing(tmp_path: Path) -> None:
     _save(tmp_path / "a.pt", "compact", 1)
     _save(tmp_path / "b.pt", "compact_geo", 1)
     with pytest.raises(SystemExit, match="not the same network"):
         _script().main(str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), str(tmp_path / "avg.pt"))
     with pytest.raises(SystemExit, match="no floating-point tensor"):
         _script().main(str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), str(tmp_path / "avg.pt"), 0.5, ("encoder",))
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "a.pt").read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="cut.pt.*corrupt, truncated"):
+        _script().main(str(tmp_path / "a.pt"), str(tmp_path / "cut.pt"), str(tmp_path / "avg.pt"))
     with pytest.raises(SystemExit, match="between 0 and 1"):
         _script().main(str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), str(tmp_path / "avg.pt"), 1.5)
     assert not (tmp_path / "avg.pt").exists()
