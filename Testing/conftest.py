@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -39,6 +42,18 @@ def shared_data() -> Path:
 def shared_docs() -> Path:
     """The shared docs folder, ``../shared/docs``: the release's facts (see `_shared`)."""
     return _shared("docs")
+
+
+@pytest.fixture(scope="session")
+def repo_script() -> Callable[[str], ModuleType]:
+    """A loader of the repository's ``scripts/<name>.py`` as a module, to call its ``main``."""
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

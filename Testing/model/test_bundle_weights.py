@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -14,21 +15,18 @@ from CTSAM3DLib.cli.segment import parse_number_pair
 from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
 from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN, GEODESIC_SKIP_START
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bundle_weights.py"
+@pytest.fixture()
+def script(repo_script: Callable[[str], ModuleType]) -> ModuleType:
+    """``scripts/bundle_weights.py`` as a module."""
+    return repo_script("bundle_weights")
 
 
-def _script():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("bundle_weights", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def test_bundling_sets_the_skip_weights_and_keeps_the_trained_ones_in_the_provenance(tmp_path: Path) -> None:
+def test_bundling_sets_the_skip_weights_and_keeps_the_trained_ones_in_the_provenance(script: ModuleType,
+                                                                                     tmp_path: Path) -> None:
     torch.manual_seed(3)
     net = build_model("compact_geo_skip")
     save_checkpoint(tmp_path / "run.pt", net, "compact_geo_skip", (-1000.0, 1000.0))
-    _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), "geometric", 0.3, (5.0, -1.0))
+    script.main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), "geometric", 0.3, (5.0, -1.0))
     loaded, variant, _, info = load_network(tmp_path / "bundled.pt")
     assert variant == "compact_geo_skip"
     assert info["cpp_mode"] == "geometric" and info["cpp_min_agreement"] == 0.3
@@ -39,10 +37,10 @@ def test_bundling_sets_the_skip_weights_and_keeps_the_trained_ones_in_the_proven
     assert all(torch.allclose(v, net.state_dict()[k].half().float()) for k, v in other.items() if v.is_floating_point())
 
 
-def test_a_network_without_the_skip_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_network_without_the_skip_is_refused_by_name(script: ModuleType, tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "run.pt", build_model("compact_geo"), "compact_geo", (-1000.0, 1000.0))
     with pytest.raises(SystemExit, match="no geodesic logit skip.*compact_geo"):
-        _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), geodesic_skip=(5.0, -1.0))
+        script.main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), geodesic_skip=(5.0, -1.0))
     assert not (tmp_path / "bundled.pt").exists()
 
 
@@ -52,13 +50,14 @@ def test_a_malformed_number_pair_is_named(text: str) -> None:
         parse_number_pair(text, "skip weights W_P,W_N")
 
 
-def test_bundling_records_the_refine_passes_and_keeps_where_the_weights_came_from(tmp_path: Path) -> None:
+def test_bundling_records_the_refine_passes_and_keeps_where_the_weights_came_from(script: ModuleType,
+                                                                                  tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "run.pt", build_model("compact"), "compact", (-1000.0, 1000.0))
-    _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), refine_passes=1)
-    _script().main(str(tmp_path / "bundled.pt"), str(tmp_path / "again.pt"), refine_passes=2)
+    script.main(str(tmp_path / "run.pt"), str(tmp_path / "bundled.pt"), refine_passes=1)
+    script.main(str(tmp_path / "bundled.pt"), str(tmp_path / "again.pt"), refine_passes=2)
     first, again = load_network(tmp_path / "bundled.pt")[3], load_network(tmp_path / "again.pt")[3]
     assert first["refine_passes"] == 1 and again["refine_passes"] == 2
     assert again["provenance"]["bundled_from"] == first["provenance"]["bundled_from"] == "run.pt"
     with pytest.raises(SystemExit, match="--refine-passes"):
-        _script().main(str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), refine_passes=9)
+        script.main(str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), refine_passes=9)
     assert not (tmp_path / "bad.pt").exists()
