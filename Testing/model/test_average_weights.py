@@ -12,6 +12,7 @@ import torch
 from CTSAM3DLib import build_model
 from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
 
+
 @pytest.fixture()
 def script(repo_script: Callable[[str], ModuleType]) -> ModuleType:
     """``scripts/average_weights.py`` as a module."""

@@ -15,6 +15,7 @@ from CTSAM3DLib.cli.segment import parse_number_pair
 from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
 from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN, GEODESIC_SKIP_START
 
+
 @pytest.fixture()
 def script(repo_script: Callable[[str], ModuleType]) -> ModuleType:
     """``scripts/bundle_weights.py`` as a module."""
