@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from CTSAM3DLib.cli.segment import parse_number_pair
-from CTSAM3DLib.model.checkpoint import MAX_REFINE_PASSES, atomic_torch_save, read_checkpoint_file, sha256_of
+from CTSAM3DLib.model.checkpoint import (MAX_REFINE_PASSES, CheckpointError, atomic_torch_save, read_checkpoint_file,
+                                         sha256_of)
 from CTSAM3DLib.model.decoder import GEODESIC_SKIP_GAIN
 
 SKIP_KEY = "mask_decoder.geodesic_skip"
@@ -35,7 +36,10 @@ SKIP_KEY = "mask_decoder.geodesic_skip"
 
 def main(src: str, dst: str, cpp_mode: str | None = None, cpp_min_agreement: float | None = None,
          geodesic_skip: tuple[float, float] | None = None, refine_passes: int | None = None) -> None:
-    ckpt = read_checkpoint_file(src)
+    try:
+        ckpt = read_checkpoint_file(src)
+    except CheckpointError as exc:
+        raise SystemExit(str(exc)) from None
     calibrated: dict[str, list[float]] = {}
     if geodesic_skip is not None:
         trained = ckpt["model_state_dict"].get(SKIP_KEY)

@@ -62,3 +62,11 @@ def test_bundling_records_the_refine_passes_and_keeps_where_the_weights_came_fro
     with pytest.raises(SystemExit, match="--refine-passes"):
         script.main(str(tmp_path / "run.pt"), str(tmp_path / "bad.pt"), refine_passes=9)
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_a_broken_source_ends_with_its_message_and_writes_nothing(script: ModuleType, tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "run.pt", build_model("compact"), "compact", (-1000.0, 1000.0))
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "run.pt").read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="cut.pt.*corrupt, truncated"):
+        script.main(str(tmp_path / "cut.pt"), str(tmp_path / "bundled.pt"), refine_passes=1)
+    assert not (tmp_path / "bundled.pt").exists()
