@@ -16,7 +16,7 @@ import numpy as np
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.cli.errors import USER_ERRORS
 from CTSAM3DLib.cli.segment import add_cpp_args, add_model_args, cpp_settings
-from CTSAM3DLib.engine.session import SessionConfig
+from CTSAM3DLib.engine.session import CPP_MODES, SessionConfig
 from CTSAM3DLib.eval.growcut import grow_from_seeds
 from CTSAM3DLib.eval.protocol import BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks
 from CTSAM3DLib.eval.report import check_output_dir, summarize, write_report
@@ -55,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="also run 3D Slicer's Grow from seeds, with its own simulated clicks (needs the growcut "
                         "extra: pip install 'CTSAM3DLib[growcut]')")
     add_cpp_args(p)
-    p.add_argument("--cpp-mode", choices=("auto", "network", "geometric"), default="auto",
+    p.add_argument("--cpp-mode", choices=CPP_MODES, default="auto",
                    help="how CPP picks a neighbour's click: the CPP network's heatmap peak (the paper), or, with no "
                         "network, the deepest point of the clicked patch's mask in the slab both share; auto: the "
                         "mode the checkpoint recommends, else network (default: %(default)s)")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,6 +39,8 @@ from CTSAM3DLib.prompts.simulate import interior_depth
 logger = logging.getLogger(__name__)
 
 Frame = Literal["ijk", "lps", "ras"]
+CppMode = Literal["auto", "network", "geometric"]
+CPP_MODES: tuple[str, ...] = get_args(CppMode)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class SessionConfig:
     use_cpp: bool = True
     max_patches: int = planning.DEFAULT_MAX_PATCHES
     cpp_min_peak: float = 0.3
-    cpp_mode: Literal["auto", "network", "geometric"] = "auto"
+    cpp_mode: CppMode = "auto"
     cpp_min_depth: float = 1.0
     cpp_reach_depth: float = math.inf
     cpp_min_agreement: float | None = None
@@ -93,7 +95,10 @@ class SessionConfig:
     history_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
-        """Refuse a negative or non-numeric reach depth or pass count (a ValueError naming it)."""
+        """Refuse an unknown CPP mode, a negative or non-numeric reach depth or pass count (a ValueError naming it)."""
+        if self.cpp_mode not in CPP_MODES:
+            raise ValueError(f"cpp_mode must be one of {', '.join(CPP_MODES)}, got {self.cpp_mode!r} "
+                             "(use_cpp=False turns CPP off).")
         if not self.cpp_reach_depth >= 0:
             raise ValueError(f"cpp_reach_depth must be 0 or more voxels (math.inf: off), got {self.cpp_reach_depth}.")
         passes = self.refine_passes

@@ -264,6 +264,12 @@ def test_an_unusable_reach_depth_is_refused(depth: float) -> None:
         SessionConfig(cpp_reach_depth=depth)
 
 
+@pytest.mark.parametrize("mode", ["off", "Geometric", ""])
+def test_an_unknown_cpp_mode_is_refused(mode: str) -> None:
+    with pytest.raises(ValueError, match=f"cpp_mode .*got '{mode}'"):
+        SessionConfig(cpp_mode=mode)  # type: ignore[arg-type]
+
+
 def test_a_reach_depth_without_geometric_cpp_is_reported(random_predictor, caplog) -> None:
     with caplog.at_level("WARNING", logger="CTSAM3DLib.engine.session"):
         Session(random_predictor, SessionConfig(cpp_mode="network", cpp_reach_depth=10))
