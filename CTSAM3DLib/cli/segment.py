@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES, LARGE_ORGAN_REACH_DEPTH
+from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES, LARGE_ORGAN_REACH_DEPTH, SPREAD_NEGATIVE_DEPTH
 from CTSAM3DLib.io.points import PointSpec, parse_point_arg, read_points_file
 
 if TYPE_CHECKING:
@@ -55,10 +55,13 @@ def add_cpp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-patches", type=int, default=DEFAULT_MAX_PATCHES, metavar="N",
                    help="most 64^3 patches (96 mm cubes) one click may create with CPP, at least 1 "
                         "(default: %(default)s)")
-    p.add_argument("--cpp-reach-depth", type=parse_reach_depth, default=math.inf, metavar="VOXELS",
+    p.add_argument("--cpp-reach-depth", type=parse_depth, default=math.inf, metavar="VOXELS",
                    help="geometric CPP: where the structure is at least this many 1.5 mm voxels deep in the slab "
                         "two patches share, click the neighbour as far inside as the structure reaches; fills large "
                         f"organs (liver, lungs) better, e.g. {LARGE_ORGAN_REACH_DEPTH:g} (default: off)")
+    p.add_argument("--negative-spread-depth", type=parse_depth, default=SPREAD_NEGATIVE_DEPTH, metavar="VOXELS",
+                   help="a negative click also corrects the other patches its removal reaches at least this many "
+                        "1.5 mm voxels deep into; 'off': only the patches that hold it (default: %(default)g)")
     p.add_argument("--refine-passes", type=int, default=None, metavar="N",
                    help="after each network call, decode N more times reading the patch's own answer as the previous "
                         "mask: fills structures a patch under-fills; each pass costs one decoder run (default: the "
@@ -74,11 +77,11 @@ def cpp_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_patches < 1:
         raise ValueError(f"--max-patches must be at least 1 (the clicked patch), got {args.max_patches}.")
     return {"use_cpp": not args.no_cpp, "max_patches": args.max_patches, "cpp_reach_depth": args.cpp_reach_depth,
-            "refine_passes": args.refine_passes}
+            "refine_passes": args.refine_passes, "spread_negative_depth": args.negative_spread_depth}
 
 
-def parse_reach_depth(text: str) -> float:
-    """Parse ``--cpp-reach-depth``: a depth in voxels (>= 0) or ``off``."""
+def parse_depth(text: str) -> float:
+    """Parse ``--cpp-reach-depth`` and ``--negative-spread-depth``: a depth in voxels (>= 0) or ``off``."""
     if text.strip().lower() == "off":
         return math.inf
     try:

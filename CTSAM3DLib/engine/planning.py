@@ -7,6 +7,11 @@ Policy (documented in README "How CPP expansion works"):
   its mask reaches, a re-click included; a negative click refines the existing patch that
   holds it nearest its centre: it corrects a leak, so it never opens new patches. Every other
   patch that holds the click and predicts it wrongly is refined with it (``disagreeing``).
+- A negative click spreads: where the region it removed from a patch reaches into another
+  patch that still shows it (at least ``min_depth`` voxels deep in the slab they share), that
+  patch gets a negative click at the region's deepest point there (`spread_clicks`), ring by
+  ring, so one correction takes a leak out of every patch CPP carried it into
+  (``min_depth``: `SPREAD_NEGATIVE_DEPTH` by default).
 - Neighbours sit at ``STRIDE`` = 48 model voxels (72 mm) from a patch, so adjacent
   patches overlap by ``OVERLAP`` = 16 voxels. Neighbour V of patch U is visited only if
   U's binary mask has foreground in the overlap slab shared with V, i.e. the structure
@@ -26,6 +31,7 @@ import numpy as np
 
 from CTSAM3DLib.aliases import IJK
 from CTSAM3DLib.geometry.model_space import PATCH_SIZE
+from CTSAM3DLib.prompts.simulate import interior_depth
 
 # Distance in model voxels between the starts of neighbouring patches.
 STRIDE = 48
@@ -38,6 +44,8 @@ NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
     (d for d in itertools.product((-1, 0, 1), repeat=3) if d != (0, 0, 0)), key=lambda d: sum(map(abs, d))))
 # `slab_click`'s reach depth for large organs (voxels): the CLI's example and Slicer's "Large organs" setting.
 LARGE_ORGAN_REACH_DEPTH = 10.0
+# Default `SessionConfig.spread_negative_depth` (voxels, 6 mm), chosen on `val` (model card, "Stage 20").
+SPREAD_NEGATIVE_DEPTH = 4.0
 # Default patch budget of one click: the clicked patch and its 26 neighbours.
 DEFAULT_MAX_PATCHES = 1 + len(NEIGHBOUR_OFFSETS)
 
@@ -132,6 +140,34 @@ def slab_click(depth_zyx: np.ndarray, start_u: IJK, start_v: IJK,
     point_u = (x + lo[0], y + lo[1], z + lo[2])
     point_v = tuple(float(p + u - v) for p, u, v in zip(point_u, start_u, start_v))
     return float(region[z, y, x]), point_v  # type: ignore[return-value]
+
+
+def spread_clicks(removed_u: np.ndarray, start_u: IJK, probs: Mapping[IJK, np.ndarray], skip: set[IJK],
+                  min_depth: float) -> list[tuple[IJK, tuple[float, float, float]]]:
+    """Negative clicks carrying a removal from U into the patches it continues into.
+
+    Args:
+        removed_u: U's voxels ``(64, 64, 64)`` (z, y, x) that a negative click turned to background.
+        start_u: U's start (x, y, z).
+        probs: the target's patches (start -> probabilities); those overlapping U are candidates.
+        skip: patches that already got this correction.
+        min_depth: the removed region must reach at least this deep (voxels) into the shared slab.
+
+    Returns:
+        ``(V's start, click (x, y, z) in V's voxels)`` for each patch V whose slab with U holds the
+        removed region that deep and whose own prediction at that point is still foreground.
+    """
+    if not removed_u.any():
+        return []
+    depth = interior_depth(removed_u)
+    out = []
+    for v, prob_v in probs.items():
+        if v in skip or v == start_u:
+            continue
+        d, point_v = slab_click(depth, start_u, v)
+        if d >= min_depth and prob_at(prob_v, v, np.asarray(point_v) + np.asarray(v)) >= 0.5:
+            out.append((v, point_v))
+    return out
 
 
 def _reach_into_v(shape_zyx: tuple[int, ...], start_u: IJK, start_v: IJK) -> np.ndarray:

@@ -64,6 +64,11 @@ class SessionConfig:
             deepest point (`planning.slab_click`): large organs fill far better (the sample's
             liver from one click: Dice 0.82 at 10 vs 0.69), the heart can lose a little.
             ``math.inf``: never.
+        spread_negative_depth: a negative click's removal spreads into every other patch that
+            still shows it where the removed region reaches at least this deep (model voxels) into
+            the slab they share (`planning.spread_clicks`), so one correction takes a leak out of
+            all the patches CPP carried it into, not only the clicked one; thinner removals (a
+            trimmed edge, a thin airway) stay home. ``math.inf``: never spread.
         cpp_min_agreement: a CPP neighbour V is kept only if its mask and its source U's agree
             on the slab they share at least this well (Dice); a V whose prediction spills over
             what U shows there is a leak and is dropped (0: keep every non-empty V). ``None``:
@@ -89,18 +94,20 @@ class SessionConfig:
     cpp_min_depth: float = 1.0
     cpp_reach_depth: float = math.inf
     cpp_min_agreement: float | None = None
+    spread_negative_depth: float = planning.SPREAD_NEGATIVE_DEPTH
     refine_passes: int | None = None
     cache_bytes: int = 1 << 30
     batch_size: int = 8
     history_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
-        """Refuse an unknown CPP mode, a negative or non-numeric reach depth or pass count (a ValueError naming it)."""
+        """Refuse an unknown CPP mode, a negative or non-numeric depth or pass count (a ValueError naming it)."""
         if self.cpp_mode not in CPP_MODES:
             raise ValueError(f"cpp_mode must be one of {', '.join(CPP_MODES)}, got {self.cpp_mode!r} "
                              "(use_cpp=False turns CPP off).")
-        if not self.cpp_reach_depth >= 0:
-            raise ValueError(f"cpp_reach_depth must be 0 or more voxels (math.inf: off), got {self.cpp_reach_depth}.")
+        for name in ("cpp_reach_depth", "spread_negative_depth"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more voxels (math.inf: off), got {getattr(self, name)}.")
         passes = self.refine_passes
         if passes is not None and not (isinstance(passes, int) and 0 <= passes <= MAX_REFINE_PASSES):
             raise ValueError(f"refine_passes must be a whole number from 0 to {MAX_REFINE_PASSES}, got {passes!r}.")
@@ -110,7 +117,8 @@ class SessionConfig:
 class PatchState:
     """One patch of a target: its clicks (local voxel x, y, z) and probabilities (z, y, x).
 
-    The first ``n_auto`` clicks were placed by CPP expansion, not by the user.
+    The first ``n_auto`` clicks were placed by CPP expansion to open the patch; the later ones are
+    the user's clicks and the negative clicks the engine spread from them (``spread_negative_depth``).
     """
 
     points: np.ndarray
@@ -377,13 +385,17 @@ class Session:
         Overlapping patches blend, so a correction that reaches only one of them can be outvoted
         by another. A negative click that a CPP-opened patch still overrules (its own automatic
         click sits in the leak) retracts that automatic click; a patch left with no positive
-        click is dropped.
+        click is dropped. A negative click then spreads to the patches its removal continues
+        into (``spread_negative_depth``).
         """
         starts = [start] + planning.disagreeing({s: p.prob for s, p in patches.items() if s != start},
                                                 model_pt, is_positive)
+        before = {s: patches[s].prob for s in starts if s in patches}
         self._refine(vol, patches, starts, model_pt, is_positive)
         if is_positive:
             return
+        if math.isfinite(self.config.spread_negative_depth):
+            self._spread_negative(vol, patches, before)
         for s in [s for s in starts if patches[s].n_auto and planning.prob_at(patches[s].prob, s, model_pt) >= 0.5]:
             state = patches.pop(s)  # its leak must not come back as its own previous mask
             user = slice(state.n_auto, None)
@@ -391,6 +403,33 @@ class Session:
                 pts, labs = state.points[user], state.labels[user]
                 prob = vol.runner.segment([s], [pts], [labs], [self._prev_mask(patches, s)], self.refine_passes)[0]
                 patches[s] = PatchState(pts, labs, prob)
+
+    def _spread_negative(self, vol: _VolumeState, patches: dict[IJK, PatchState],
+                         before: Mapping[IJK, np.ndarray]) -> None:
+        """Ring by ring, give each patch a negative click where a removal continues into it (at most
+        ``max_patches - 1`` patches, each corrected once); ``before``: the clicked patches' old probabilities."""
+        removed = {u: (old >= 0.5) & (patches[u].prob < 0.5) for u, old in before.items()}
+        done, budget = set(before), self.config.max_patches - 1
+        while removed and budget > 0:
+            jobs: dict[IJK, tuple[float, float, float]] = {}
+            probs = {s: p.prob for s, p in patches.items()}
+            for u, gone in removed.items():
+                for v, point in planning.spread_clicks(gone, u, probs, done | set(jobs), self.config.spread_negative_depth):
+                    jobs.setdefault(v, point)
+            starts = list(jobs)[:budget]
+            if not starts:
+                return
+            budget -= len(starts)
+            done.update(starts)
+            olds = {v: patches[v] for v in starts}
+            pts = [np.concatenate([olds[v].points, np.asarray([jobs[v]], dtype=np.float32)]) for v in starts]
+            labs = [np.concatenate([olds[v].labels, np.zeros(1, dtype=np.int64)]) for v in starts]
+            probs_new = vol.runner.segment(starts, pts, labs, [self._prev_mask(patches, v) for v in starts],
+                                           self.refine_passes)
+            removed = {}
+            for v, p, lab, prob in zip(starts, pts, labs, probs_new):
+                removed[v] = (olds[v].prob >= 0.5) & (prob < 0.5)
+                patches[v] = PatchState(p, lab, prob, olds[v].n_auto)
 
     def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], starts: list[IJK], model_pt: np.ndarray,
                 is_positive: bool) -> None:

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from CTSAM3DLib.cli import demo as cli_demo
 from CTSAM3DLib.cli import evaluate as cli_evaluate
 from CTSAM3DLib.cli.main import build_parser, main
-from CTSAM3DLib.cli.segment import parse_reach_depth
+from CTSAM3DLib.cli.segment import parse_depth
 from CTSAM3DLib.eval.protocol import ClickRecord, EvalResult
 from CTSAM3DLib.eval.report import write_report
 from CTSAM3DLib.geometry import affine
@@ -156,7 +156,7 @@ def test_report_files_respect_the_umask(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [("10", 10.0), ("0", 0.0), ("off", math.inf), (" OFF ", math.inf)])
 def test_cpp_reach_depth_reads_a_depth_or_off(text: str, expected: float) -> None:
-    assert parse_reach_depth(text) == expected
+    assert parse_depth(text) == expected
 
 
 @pytest.mark.parametrize("text", ["-1", "nan", "deep", ""])

@@ -189,6 +189,53 @@ def test_a_negative_click_reaches_every_patch_showing_it_and_retracts_an_overrul
     assert s.undo() and v in s._vol.targets["default"].snapshot.patches
 
 
+class ErasingOracle(ThresholdOracle):
+    """Segments bright voxels except within 14 voxels of any negative click of the patch."""
+
+    def decode(self, feats, points, labels, prev_mask=None, image=None, refine_passes=0) -> torch.Tensor:  # noqa: ANN001
+        out = super().decode(feats, points, labels, prev_mask, image)
+        zz, yy, xx = torch.meshgrid(*(torch.arange(64.0),) * 3, indexing="ij")
+        for b in range(len(out)):
+            for (x, y, z), label in zip(points[b], labels[b]):
+                if label == 0:
+                    out[b, 0][(xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2 <= 14 ** 2] = 0
+        return out
+
+
+@pytest.mark.parametrize(("depth", "spread"), [(4.0, True), (math.inf, False), (12.0, False)])
+def test_a_negative_click_spreads_into_the_patches_its_removal_continues_into(depth: float, spread: bool) -> None:
+    s, _ = _clicked_sphere(75.0, ErasingOracle(), max_patches=2, cpp_mode="geometric", spread_negative_depth=depth)
+    (u, _), (v, state_v) = s._vol.targets["default"].snapshot.patches.items()
+    d = (np.asarray(v) - np.asarray(u)) // planning.STRIDE
+    point = np.asarray(u) + 32 + 12 * d  # in U's core, 4 voxels short of the slab V shares: V does not hold it
+    assert not planning.holding([v], point)
+    s.add_click(tuple(s._vol.grid.model_to_lps(point)), is_positive=False, frame="lps")
+    patches = s._vol.targets["default"].snapshot.patches
+    assert patches[u].labels.tolist() == [1, 0]
+    # U's erased ball reaches 10 voxels into the slab (so at most 10 deep there): V gets a negative click
+    # inside it and loses its part, unless the spread needs a deeper removal (12) or is off (inf).
+    assert patches[v].labels.tolist() == ([1, 0] if spread else [1])
+    if spread:
+        spread_point = np.asarray(v) + patches[v].points[-1]
+        assert np.linalg.norm(spread_point - point) <= 14 and planning.holding([u], spread_point)
+        assert planning.prob_at(patches[v].prob, v, spread_point) == 0.0
+    else:
+        assert np.array_equal(patches[v].prob, state_v.prob)
+
+
+def test_spread_clicks_need_a_removal_deep_in_the_slab_that_v_still_shows() -> None:
+    removed = np.zeros((PATCH_SIZE,) * 3, dtype=bool)
+    removed[20:40, 20:40, 40:60] = True  # x 40-59: reaches 12 voxels into the +x slab (x >= 48)
+    u, v, w = (0, 0, 0), (planning.STRIDE, 0, 0), (-planning.STRIDE, 0, 0)
+    shown = np.ones_like(removed, dtype=np.float32)
+    (start, point), = planning.spread_clicks(removed, u, {u: shown, v: shown, w: shown}, set(), 1.0)
+    assert start == v and 0 <= point[0] < planning.OVERLAP and removed[int(point[2]), int(point[1]), int(point[0]) + 48]
+    assert planning.spread_clicks(removed, u, {v: shown}, {v}, 1.0) == []  # already corrected
+    assert planning.spread_clicks(removed, u, {v: np.zeros_like(shown)}, set(), 1.0) == []  # V shows nothing there
+    assert planning.spread_clicks(removed, u, {v: shown}, set(), 20.0) == []  # not that deep
+    assert planning.spread_clicks(np.zeros_like(removed), u, {v: shown}, set(), 1.0) == []
+
+
 class BallOracle(ThresholdOracle):
     """Segments bright voxels within 12 voxels of a positive click of the patch."""
 
@@ -258,10 +305,11 @@ def test_a_thick_structure_is_clicked_far_into_v_and_a_thin_one_at_its_deepest_p
         assert in_slab and (x == far_x) == expect_far, (centre_radius, reach_depth, x)
 
 
+@pytest.mark.parametrize("name", ["cpp_reach_depth", "spread_negative_depth"])
 @pytest.mark.parametrize("depth", [-1.0, math.nan])
-def test_an_unusable_reach_depth_is_refused(depth: float) -> None:
-    with pytest.raises(ValueError, match="cpp_reach_depth"):
-        SessionConfig(cpp_reach_depth=depth)
+def test_an_unusable_depth_is_refused(name: str, depth: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        SessionConfig(**{name: depth})
 
 
 @pytest.mark.parametrize("mode", ["off", "Geometric", ""])
