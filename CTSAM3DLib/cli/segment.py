@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from CTSAM3DLib.engine.planning import DEFAULT_MAX_PATCHES, LARGE_ORGAN_REACH_DEPTH, SPREAD_NEGATIVE_DEPTH
+from CTSAM3DLib.engine.planning import (DEFAULT_MAX_PATCHES, LARGE_ORGAN_REACH_DEPTH, SPREAD_NEGATIVE_DEPTH,
+                                        SPREAD_POSITIVE_DEPTH)
 from CTSAM3DLib.io.points import PointSpec, parse_point_arg, read_points_file
 
 if TYPE_CHECKING:
@@ -59,9 +60,11 @@ def add_cpp_args(p: argparse.ArgumentParser) -> None:
                    help="geometric CPP: where the structure is at least this many 1.5 mm voxels deep in the slab "
                         "two patches share, click the neighbour as far inside as the structure reaches; fills large "
                         f"organs (liver, lungs) better, e.g. {LARGE_ORGAN_REACH_DEPTH:g} (default: off)")
-    p.add_argument("--negative-spread-depth", type=parse_depth, default=SPREAD_NEGATIVE_DEPTH, metavar="VOXELS",
-                   help="a negative click also corrects the other patches its removal reaches at least this many "
+    p.add_argument("--positive-spread-depth", type=parse_depth, default=SPREAD_POSITIVE_DEPTH, metavar="VOXELS",
+                   help="a positive click also corrects the other patches its addition reaches at least this many "
                         "1.5 mm voxels deep into; 'off': only the patches that hold it (default: %(default)g)")
+    p.add_argument("--negative-spread-depth", type=parse_depth, default=SPREAD_NEGATIVE_DEPTH, metavar="VOXELS",
+                   help="the same for a negative click's removal (default: %(default)g)")
     p.add_argument("--refine-passes", type=int, default=None, metavar="N",
                    help="after each network call, decode N more times reading the patch's own answer as the previous "
                         "mask: fills structures a patch under-fills; each pass costs one decoder run (default: the "
@@ -77,11 +80,12 @@ def cpp_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_patches < 1:
         raise ValueError(f"--max-patches must be at least 1 (the clicked patch), got {args.max_patches}.")
     return {"use_cpp": not args.no_cpp, "max_patches": args.max_patches, "cpp_reach_depth": args.cpp_reach_depth,
-            "refine_passes": args.refine_passes, "spread_negative_depth": args.negative_spread_depth}
+            "refine_passes": args.refine_passes, "spread_positive_depth": args.positive_spread_depth,
+            "spread_negative_depth": args.negative_spread_depth}
 
 
 def parse_depth(text: str) -> float:
-    """Parse ``--cpp-reach-depth`` and ``--negative-spread-depth``: a depth in voxels (>= 0) or ``off``."""
+    """Parse ``--cpp-reach-depth`` and the ``--*-spread-depth`` options: a depth in voxels (>= 0) or ``off``."""
     if text.strip().lower() == "off":
         return math.inf
     try:

@@ -7,11 +7,12 @@ Policy (documented in README "How CPP expansion works"):
   its mask reaches, a re-click included; a negative click refines the existing patch that
   holds it nearest its centre: it corrects a leak, so it never opens new patches. Every other
   patch that holds the click and predicts it wrongly is refined with it (``disagreeing``).
-- A negative click spreads: where the region it removed from a patch reaches into another
-  patch that still shows it (at least ``min_depth`` voxels deep in the slab they share), that
-  patch gets a negative click at the region's deepest point there (`spread_clicks`), ring by
-  ring, so one correction takes a leak out of every patch CPP carried it into
-  (``min_depth``: `SPREAD_NEGATIVE_DEPTH` by default).
+- A click's correction spreads: where the region a click added to a patch (positive) or removed
+  from it (negative) reaches into another patch that still calls it the other way (at least
+  ``min_depth`` voxels deep in the slab they share), that patch gets a click of the same sign at
+  the region's deepest point there (`spread_clicks`), ring by ring, so one correction reaches
+  every patch the structure or its leak runs through (``min_depth``: `SPREAD_POSITIVE_DEPTH` and
+  `SPREAD_NEGATIVE_DEPTH` by default).
 - Neighbours sit at ``STRIDE`` = 48 model voxels (72 mm) from a patch, so adjacent
   patches overlap by ``OVERLAP`` = 16 voxels. Neighbour V of patch U is visited only if
   U's binary mask has foreground in the overlap slab shared with V, i.e. the structure
@@ -44,7 +45,9 @@ NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
     (d for d in itertools.product((-1, 0, 1), repeat=3) if d != (0, 0, 0)), key=lambda d: sum(map(abs, d))))
 # `slab_click`'s reach depth for large organs (voxels): the CLI's example and Slicer's "Large organs" setting.
 LARGE_ORGAN_REACH_DEPTH = 10.0
-# Default `SessionConfig.spread_negative_depth` (voxels, 6 mm), chosen on `val` (model card, "Stage 20").
+# Defaults of `SessionConfig.spread_positive_depth` / `spread_negative_depth` (voxels: 12 / 6 mm),
+# chosen on `val` (model card, "Stage 20").
+SPREAD_POSITIVE_DEPTH = 8.0
 SPREAD_NEGATIVE_DEPTH = 4.0
 # Default patch budget of one click: the clicked patch and its 26 neighbours.
 DEFAULT_MAX_PATCHES = 1 + len(NEIGHBOUR_OFFSETS)
@@ -142,30 +145,33 @@ def slab_click(depth_zyx: np.ndarray, start_u: IJK, start_v: IJK,
     return float(region[z, y, x]), point_v  # type: ignore[return-value]
 
 
-def spread_clicks(removed_u: np.ndarray, start_u: IJK, probs: Mapping[IJK, np.ndarray], skip: set[IJK],
-                  min_depth: float) -> list[tuple[IJK, tuple[float, float, float]]]:
-    """Negative clicks carrying a removal from U into the patches it continues into.
+def spread_clicks(changed_u: np.ndarray, start_u: IJK, probs: Mapping[IJK, np.ndarray], skip: set[IJK],
+                  min_depth: float, is_positive: bool) -> list[tuple[IJK, tuple[float, float, float]]]:
+    """Clicks carrying a correction of U into the patches it continues into.
 
     Args:
-        removed_u: U's voxels ``(64, 64, 64)`` (z, y, x) that a negative click turned to background.
+        changed_u: U's voxels ``(64, 64, 64)`` (z, y, x) that a click turned to foreground (positive)
+            or to background (negative).
         start_u: U's start (x, y, z).
         probs: the target's patches (start -> probabilities); those overlapping U are candidates.
         skip: patches that already got this correction.
-        min_depth: the removed region must reach at least this deep (voxels) into the shared slab.
+        min_depth: the changed region must reach at least this deep (voxels) into the shared slab.
+        is_positive: the sign of the correction.
 
     Returns:
         ``(V's start, click (x, y, z) in V's voxels)`` for each patch V whose slab with U holds the
-        removed region that deep and whose own prediction at that point is still foreground.
+        changed region that deep and whose own prediction at that point is still the old one
+        (background for a positive correction, foreground for a negative one).
     """
-    if not removed_u.any():
+    if not changed_u.any():
         return []
-    depth = interior_depth(removed_u)
+    depth = interior_depth(changed_u)
     out = []
     for v, prob_v in probs.items():
         if v in skip or v == start_u:
             continue
         d, point_v = slab_click(depth, start_u, v)
-        if d >= min_depth and prob_at(prob_v, v, np.asarray(point_v) + np.asarray(v)) >= 0.5:
+        if d >= min_depth and (prob_at(prob_v, v, np.asarray(point_v) + np.asarray(v)) >= 0.5) != is_positive:
             out.append((v, point_v))
     return out
 

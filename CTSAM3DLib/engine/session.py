@@ -64,11 +64,13 @@ class SessionConfig:
             deepest point (`planning.slab_click`): large organs fill far better (the sample's
             liver from one click: Dice 0.82 at 10 vs 0.69), the heart can lose a little.
             ``math.inf``: never.
-        spread_negative_depth: a negative click's removal spreads into every other patch that
-            still shows it where the removed region reaches at least this deep (model voxels) into
-            the slab they share (`planning.spread_clicks`), so one correction takes a leak out of
-            all the patches CPP carried it into, not only the clicked one; thinner removals (a
-            trimmed edge, a thin airway) stay home. ``math.inf``: never spread.
+        spread_positive_depth: a positive click's addition spreads into every other patch that
+            still calls it background where the added region reaches at least this deep (model
+            voxels) into the slab they share (`planning.spread_clicks`): a patch that under-fills
+            its part of the structure hears the correction too. ``math.inf``: never spread.
+        spread_negative_depth: the same for a negative click's removal and the patches that still
+            show it, so one correction takes a leak out of all the patches CPP carried it into,
+            not only the clicked one; thinner removals (a trimmed edge, a thin airway) stay home.
         cpp_min_agreement: a CPP neighbour V is kept only if its mask and its source U's agree
             on the slab they share at least this well (Dice); a V whose prediction spills over
             what U shows there is a leak and is dropped (0: keep every non-empty V). ``None``:
@@ -94,6 +96,7 @@ class SessionConfig:
     cpp_min_depth: float = 1.0
     cpp_reach_depth: float = math.inf
     cpp_min_agreement: float | None = None
+    spread_positive_depth: float = planning.SPREAD_POSITIVE_DEPTH
     spread_negative_depth: float = planning.SPREAD_NEGATIVE_DEPTH
     refine_passes: int | None = None
     cache_bytes: int = 1 << 30
@@ -105,7 +108,7 @@ class SessionConfig:
         if self.cpp_mode not in CPP_MODES:
             raise ValueError(f"cpp_mode must be one of {', '.join(CPP_MODES)}, got {self.cpp_mode!r} "
                              "(use_cpp=False turns CPP off).")
-        for name in ("cpp_reach_depth", "spread_negative_depth"):
+        for name in ("cpp_reach_depth", "spread_positive_depth", "spread_negative_depth"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be 0 or more voxels (math.inf: off), got {getattr(self, name)}.")
         passes = self.refine_passes
@@ -118,7 +121,8 @@ class PatchState:
     """One patch of a target: its clicks (local voxel x, y, z) and probabilities (z, y, x).
 
     The first ``n_auto`` clicks were placed by CPP expansion to open the patch; the later ones are
-    the user's clicks and the negative clicks the engine spread from them (``spread_negative_depth``).
+    the user's clicks and the clicks the engine spread from them (``spread_positive_depth``,
+    ``spread_negative_depth``).
     """
 
     points: np.ndarray
@@ -385,17 +389,18 @@ class Session:
         Overlapping patches blend, so a correction that reaches only one of them can be outvoted
         by another. A negative click that a CPP-opened patch still overrules (its own automatic
         click sits in the leak) retracts that automatic click; a patch left with no positive
-        click is dropped. A negative click then spreads to the patches its removal continues
-        into (``spread_negative_depth``).
+        click is dropped. The correction first spreads to the patches it continues into
+        (``spread_positive_depth``, ``spread_negative_depth``).
         """
         starts = [start] + planning.disagreeing({s: p.prob for s, p in patches.items() if s != start},
                                                 model_pt, is_positive)
-        before = {s: patches[s].prob for s in starts if s in patches}
+        before = {s: patches[s].prob if s in patches else np.zeros((PATCH_SIZE,) * 3, np.float32) for s in starts}
         self._refine(vol, patches, starts, model_pt, is_positive)
+        depth = self.config.spread_positive_depth if is_positive else self.config.spread_negative_depth
+        if math.isfinite(depth):
+            self._spread(vol, patches, before, is_positive, depth)
         if is_positive:
             return
-        if math.isfinite(self.config.spread_negative_depth):
-            self._spread_negative(vol, patches, before)
         for s in [s for s in starts if patches[s].n_auto and planning.prob_at(patches[s].prob, s, model_pt) >= 0.5]:
             state = patches.pop(s)  # its leak must not come back as its own previous mask
             user = slice(state.n_auto, None)
@@ -404,17 +409,23 @@ class Session:
                 prob = vol.runner.segment([s], [pts], [labs], [self._prev_mask(patches, s)], self.refine_passes)[0]
                 patches[s] = PatchState(pts, labs, prob)
 
-    def _spread_negative(self, vol: _VolumeState, patches: dict[IJK, PatchState],
-                         before: Mapping[IJK, np.ndarray]) -> None:
-        """Ring by ring, give each patch a negative click where a removal continues into it (at most
-        ``max_patches - 1`` patches, each corrected once); ``before``: the clicked patches' old probabilities."""
-        removed = {u: (old >= 0.5) & (patches[u].prob < 0.5) for u, old in before.items()}
+    def _spread(self, vol: _VolumeState, patches: dict[IJK, PatchState], before: Mapping[IJK, np.ndarray],
+                is_positive: bool, depth: float) -> None:
+        """Ring by ring, give each patch a click of the same sign where a correction continues into it
+        (`planning.spread_clicks`; each patch once, at most ``max_patches - 1``).
+
+        ``before``: the clicked patches' probabilities before the click (zeros for a new patch).
+        """
+        def changed(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+            return (old < 0.5) & (new >= 0.5) if is_positive else (old >= 0.5) & (new < 0.5)
+
+        changes = {u: changed(old, patches[u].prob) for u, old in before.items()}
         done, budget = set(before), self.config.max_patches - 1
-        while removed and budget > 0:
+        while changes and budget > 0:
             jobs: dict[IJK, tuple[float, float, float]] = {}
             probs = {s: p.prob for s, p in patches.items()}
-            for u, gone in removed.items():
-                for v, point in planning.spread_clicks(gone, u, probs, done | set(jobs), self.config.spread_negative_depth):
+            for u, region in changes.items():
+                for v, point in planning.spread_clicks(region, u, probs, done | set(jobs), depth, is_positive):
                     jobs.setdefault(v, point)
             starts = list(jobs)[:budget]
             if not starts:
@@ -423,12 +434,12 @@ class Session:
             done.update(starts)
             olds = {v: patches[v] for v in starts}
             pts = [np.concatenate([olds[v].points, np.asarray([jobs[v]], dtype=np.float32)]) for v in starts]
-            labs = [np.concatenate([olds[v].labels, np.zeros(1, dtype=np.int64)]) for v in starts]
+            labs = [np.concatenate([olds[v].labels, np.full(1, int(is_positive), dtype=np.int64)]) for v in starts]
             probs_new = vol.runner.segment(starts, pts, labs, [self._prev_mask(patches, v) for v in starts],
                                            self.refine_passes)
-            removed = {}
+            changes = {}
             for v, p, lab, prob in zip(starts, pts, labs, probs_new):
-                removed[v] = (olds[v].prob >= 0.5) & (prob < 0.5)
+                changes[v] = changed(olds[v].prob, prob)
                 patches[v] = PatchState(p, lab, prob, olds[v].n_auto)
 
     def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], starts: list[IJK], model_pt: np.ndarray,

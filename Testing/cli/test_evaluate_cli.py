@@ -141,11 +141,11 @@ def test_cpp_options_reach_the_engine(dataset, checkpoint, tmp_path, monkeypatch
           "--cpp-reach-depth", "10", "--max-patches", "5", "--cpp-mode", "geometric", "--refine-passes", "2"])
     config = seen["config"]
     assert (config.cpp_reach_depth, config.max_patches, config.cpp_mode, config.use_cpp) == (10.0, 5, "geometric", True)
-    assert config.refine_passes == 2 and config.spread_negative_depth == 4.0
+    assert config.refine_passes == 2 and (config.spread_positive_depth, config.spread_negative_depth) == (8.0, 4.0)
     for text, depth in (("off", math.inf), ("2.5", 2.5)):
         _run(["--data", str(dataset), "--output", str(tmp_path / f"o{text}"), "--checkpoint", str(checkpoint),
-              "--negative-spread-depth", text])
-        assert seen["config"].spread_negative_depth == depth
+              "--positive-spread-depth", text, "--negative-spread-depth", text])
+        assert seen["config"].spread_positive_depth == seen["config"].spread_negative_depth == depth
 
 
 def test_missing_data_folder(checkpoint, tmp_path, capsys):

@@ -204,7 +204,8 @@ class ErasingOracle(ThresholdOracle):
 
 @pytest.mark.parametrize(("depth", "spread"), [(4.0, True), (math.inf, False), (12.0, False)])
 def test_a_negative_click_spreads_into_the_patches_its_removal_continues_into(depth: float, spread: bool) -> None:
-    s, _ = _clicked_sphere(75.0, ErasingOracle(), max_patches=2, cpp_mode="geometric", spread_negative_depth=depth)
+    s, _ = _clicked_sphere(75.0, ErasingOracle(), max_patches=2, cpp_mode="geometric", spread_negative_depth=depth,
+                           spread_positive_depth=math.inf)
     (u, _), (v, state_v) = s._vol.targets["default"].snapshot.patches.items()
     d = (np.asarray(v) - np.asarray(u)) // planning.STRIDE
     point = np.asarray(u) + 32 + 12 * d  # in U's core, 4 voxels short of the slab V shares: V does not hold it
@@ -223,17 +224,20 @@ def test_a_negative_click_spreads_into_the_patches_its_removal_continues_into(de
         assert np.array_equal(patches[v].prob, state_v.prob)
 
 
-def test_spread_clicks_need_a_removal_deep_in_the_slab_that_v_still_shows() -> None:
+def test_spread_clicks_need_a_change_deep_in_the_slab_that_v_still_calls_the_old_way() -> None:
     removed = np.zeros((PATCH_SIZE,) * 3, dtype=bool)
     removed[20:40, 20:40, 40:60] = True  # x 40-59: reaches 12 voxels into the +x slab (x >= 48)
     u, v, w = (0, 0, 0), (planning.STRIDE, 0, 0), (-planning.STRIDE, 0, 0)
     shown = np.ones_like(removed, dtype=np.float32)
-    (start, point), = planning.spread_clicks(removed, u, {u: shown, v: shown, w: shown}, set(), 1.0)
+    (start, point), = planning.spread_clicks(removed, u, {u: shown, v: shown, w: shown}, set(), 1.0, False)
     assert start == v and 0 <= point[0] < planning.OVERLAP and removed[int(point[2]), int(point[1]), int(point[0]) + 48]
-    assert planning.spread_clicks(removed, u, {v: shown}, {v}, 1.0) == []  # already corrected
-    assert planning.spread_clicks(removed, u, {v: np.zeros_like(shown)}, set(), 1.0) == []  # V shows nothing there
-    assert planning.spread_clicks(removed, u, {v: shown}, set(), 20.0) == []  # not that deep
-    assert planning.spread_clicks(np.zeros_like(removed), u, {v: shown}, set(), 1.0) == []
+    assert planning.spread_clicks(removed, u, {v: shown}, {v}, 1.0, False) == []  # already corrected
+    assert planning.spread_clicks(removed, u, {v: np.zeros_like(shown)}, set(), 1.0, False) == []  # V shows nothing there
+    assert planning.spread_clicks(removed, u, {v: shown}, set(), 20.0, False) == []  # not that deep
+    assert planning.spread_clicks(np.zeros_like(removed), u, {v: shown}, set(), 1.0, False) == []
+    # the same region added by a positive click reaches V where V still shows background, and only there
+    assert [s for s, _ in planning.spread_clicks(removed, u, {v: np.zeros_like(shown)}, set(), 1.0, True)] == [v]
+    assert planning.spread_clicks(removed, u, {v: shown}, set(), 1.0, True) == []
 
 
 class BallOracle(ThresholdOracle):
@@ -248,6 +252,25 @@ class BallOracle(ThresholdOracle):
                 if label == 1:
                     near[b, 0] |= (xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2 <= 144
         return out * near
+
+
+@pytest.mark.parametrize(("depth", "spread"), [(2.0, True), (math.inf, False), (12.0, False)])
+def test_a_positive_click_spreads_into_a_patch_that_still_misses_its_addition(depth: float, spread: bool) -> None:
+    s, _ = _clicked_sphere(75.0, BallOracle(), cpp_mode="geometric", spread_positive_depth=depth)
+    (u,) = s._vol.targets["default"].snapshot.patches  # a ball of radius 12 at U's centre: no CPP
+    to_lps = s._vol.grid.model_to_lps
+    s.add_click(tuple(to_lps(np.asarray(u) + (76, 32, 32))), frame="lps")  # outside U: a new patch V 44 voxels on
+    v = next(p for p in s._vol.targets["default"].snapshot.patches if p != u)
+    assert v == (u[0] + 44, u[1], u[2]) and s.last_stats["cpp_patches"] == 0
+    s.add_click(tuple(to_lps(np.asarray(u) + (39, 32, 32))), frame="lps")  # in U's core, not in V
+    patches = s._vol.targets["default"].snapshot.patches
+    # U's ball moved 7 voxels towards V: the added crescent reaches V's first 8 voxels, where V shows
+    # background, about 4 deep: V gets a positive click there unless the spread needs 12 or is off.
+    assert patches[u].labels.tolist() == [1, 1]
+    assert patches[v].labels.tolist() == ([1, 1] if spread else [1])
+    if spread:
+        point = np.asarray(v) + patches[v].points[-1]
+        assert planning.holding([u], point) and planning.prob_at(patches[v].prob, v, point) == 1.0
 
 
 def test_a_positive_reclick_expands_into_neighbours_its_grown_mask_reaches() -> None:
@@ -305,7 +328,7 @@ def test_a_thick_structure_is_clicked_far_into_v_and_a_thin_one_at_its_deepest_p
         assert in_slab and (x == far_x) == expect_far, (centre_radius, reach_depth, x)
 
 
-@pytest.mark.parametrize("name", ["cpp_reach_depth", "spread_negative_depth"])
+@pytest.mark.parametrize("name", ["cpp_reach_depth", "spread_positive_depth", "spread_negative_depth"])
 @pytest.mark.parametrize("depth", [-1.0, math.nan])
 def test_an_unusable_depth_is_refused(name: str, depth: float) -> None:
     with pytest.raises(ValueError, match=name):
