@@ -402,7 +402,8 @@ class Outcome:
     outside CTSAM3D change just the voxels the engine changed, so the outside edits stay.
     ``seeded``: the engine restarted the segment from its content (edited outside CTSAM3D) before the job.
     ``clicks_ras`` (N, 3) volume-local RAS and ``labels``: the segment's clicks after the job.
-    ``seconds``: engine time; ``patches`` computed, ``cpp_patches`` of them added by CPP.
+    ``seconds``: engine time; ``patches`` computed, ``cpp_patches`` of them added by CPP (the others: the
+    clicked patch and the patches a correction spread into).
     """
 
     job: Job

@@ -264,14 +264,14 @@ class Session:
         start = start or planning.centred_start(model_pt)
         self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
         try:
-            self._correct(vol, patches, start, model_pt, is_positive)
+            n_spread = self._correct(vol, patches, start, model_pt, is_positive)
             n_cpp = self._expand(vol, patches, start) if is_positive and self.config.use_cpp else 0
         finally:
             self._seed_image = None
         click = Click(tuple(float(v) for v in ijk), bool(is_positive))  # type: ignore[arg-type]
         box = self._commit(tgt, TargetSnapshot(MappingProxyType(patches), tgt.snapshot.clicks + (click,), seed))
-        self.last_stats = {"seconds": time.perf_counter() - t0, "patches": 1 + n_cpp, "cpp_patches": n_cpp,
-                           "new_patch": float(is_new)}
+        self.last_stats = {"seconds": time.perf_counter() - t0, "patches": 1 + n_cpp + n_spread,
+                           "cpp_patches": n_cpp, "spread_patches": n_spread, "new_patch": float(is_new)}
         return box
 
     def undo(self, target: str | None = None) -> bool:
@@ -383,24 +383,23 @@ class Session:
         return ijk
 
     def _correct(self, vol: _VolumeState, patches: dict[IJK, PatchState], start: IJK, model_pt: np.ndarray,
-                 is_positive: bool) -> None:
+                 is_positive: bool) -> int:
         """Give the click to ``start`` and to every other patch that holds it and calls it wrongly.
 
         Overlapping patches blend, so a correction that reaches only one of them can be outvoted
         by another. A negative click that a CPP-opened patch still overrules (its own automatic
         click sits in the leak) retracts that automatic click; a patch left with no positive
         click is dropped. The correction first spreads to the patches it continues into
-        (``spread_positive_depth``, ``spread_negative_depth``).
+        (``spread_positive_depth``, ``spread_negative_depth``); returns how many it spread into.
         """
         starts = [start] + planning.disagreeing({s: p.prob for s, p in patches.items() if s != start},
                                                 model_pt, is_positive)
         before = {s: patches[s].prob if s in patches else np.zeros((PATCH_SIZE,) * 3, np.float32) for s in starts}
         self._refine(vol, patches, starts, model_pt, is_positive)
         depth = self.config.spread_positive_depth if is_positive else self.config.spread_negative_depth
-        if math.isfinite(depth):
-            self._spread(vol, patches, before, is_positive, depth)
+        n_spread = self._spread(vol, patches, before, is_positive, depth) if math.isfinite(depth) else 0
         if is_positive:
-            return
+            return n_spread
         for s in [s for s in starts if patches[s].n_auto and planning.prob_at(patches[s].prob, s, model_pt) >= 0.5]:
             state = patches.pop(s)  # its leak must not come back as its own previous mask
             user = slice(state.n_auto, None)
@@ -408,11 +407,12 @@ class Session:
                 pts, labs = state.points[user], state.labels[user]
                 prob = vol.runner.segment([s], [pts], [labs], [self._prev_mask(patches, s)], self.refine_passes)[0]
                 patches[s] = PatchState(pts, labs, prob)
+        return n_spread
 
     def _spread(self, vol: _VolumeState, patches: dict[IJK, PatchState], before: Mapping[IJK, np.ndarray],
-                is_positive: bool, depth: float) -> None:
+                is_positive: bool, depth: float) -> int:
         """Ring by ring, give each patch a click of the same sign where a correction continues into it
-        (`planning.spread_clicks`; each patch once, at most ``max_patches - 1``).
+        (`planning.spread_clicks`; each patch once, at most ``max_patches - 1``); returns how many got one.
 
         ``before``: the clicked patches' probabilities before the click (zeros for a new patch).
         """
@@ -421,6 +421,7 @@ class Session:
 
         changes = {u: changed(old, patches[u].prob) for u, old in before.items()}
         done, budget = set(before), self.config.max_patches - 1
+        n = 0
         while changes and budget > 0:
             jobs: dict[IJK, tuple[float, float, float]] = {}
             probs = {s: p.prob for s, p in patches.items()}
@@ -429,8 +430,9 @@ class Session:
                     jobs.setdefault(v, point)
             starts = list(jobs)[:budget]
             if not starts:
-                return
+                break
             budget -= len(starts)
+            n += len(starts)
             done.update(starts)
             olds = {v: patches[v] for v in starts}
             pts = [np.concatenate([olds[v].points, np.asarray([jobs[v]], dtype=np.float32)]) for v in starts]
@@ -441,6 +443,7 @@ class Session:
             for v, p, lab, prob in zip(starts, pts, labs, probs_new):
                 changes[v] = changed(olds[v].prob, prob)
                 patches[v] = PatchState(p, lab, prob, olds[v].n_auto)
+        return n
 
     def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], starts: list[IJK], model_pt: np.ndarray,
                 is_positive: bool) -> None:

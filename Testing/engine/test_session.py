@@ -216,6 +216,7 @@ def test_a_negative_click_spreads_into_the_patches_its_removal_continues_into(de
     # U's erased ball reaches 10 voxels into the slab (so at most 10 deep there): V gets a negative click
     # inside it and loses its part, unless the spread needs a deeper removal (12) or is off (inf).
     assert patches[v].labels.tolist() == ([1, 0] if spread else [1])
+    assert s.last_stats["spread_patches"] == int(spread)
     if spread:
         spread_point = np.asarray(v) + patches[v].points[-1]
         assert np.linalg.norm(spread_point - point) <= 14 and planning.holding([u], spread_point)
@@ -268,6 +269,7 @@ def test_a_positive_click_spreads_into_a_patch_that_still_misses_its_addition(de
     # background, about 4 deep: V gets a positive click there unless the spread needs 12 or is off.
     assert patches[u].labels.tolist() == [1, 1]
     assert patches[v].labels.tolist() == ([1, 1] if spread else [1])
+    assert (s.last_stats["spread_patches"], s.last_stats["patches"]) == ((1, 2) if spread else (0, 1))
     if spread:
         point = np.asarray(v) + patches[v].points[-1]
         assert planning.holding([u], point) and planning.prob_at(patches[v].prob, v, point) == 1.0
