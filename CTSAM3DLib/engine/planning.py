@@ -145,6 +145,11 @@ def slab_click(depth_zyx: np.ndarray, start_u: IJK, start_v: IJK,
     return float(region[z, y, x]), point_v  # type: ignore[return-value]
 
 
+def overlaps(start_a: IJK, start_b: IJK) -> bool:
+    """Whether the patches starting at ``start_a`` and ``start_b`` share at least one voxel."""
+    return all(abs(a - b) < PATCH_SIZE for a, b in zip(start_a, start_b))
+
+
 def spread_clicks(changed_u: np.ndarray, start_u: IJK, probs: Mapping[IJK, np.ndarray], skip: set[IJK],
                   min_depth: float, is_positive: bool) -> list[tuple[IJK, tuple[float, float, float]]]:
     """Clicks carrying a correction of U into the patches it continues into.
@@ -163,13 +168,13 @@ def spread_clicks(changed_u: np.ndarray, start_u: IJK, probs: Mapping[IJK, np.nd
         changed region that deep and whose own prediction at that point is still the old one
         (background for a positive correction, foreground for a negative one).
     """
-    if not changed_u.any():
+    others = [v for v in probs if v not in skip and v != start_u and overlaps(start_u, v)]
+    if not others or not changed_u.any():  # e.g. a target's first click: no distance transform to pay for
         return []
     depth = interior_depth(changed_u)
     out = []
-    for v, prob_v in probs.items():
-        if v in skip or v == start_u:
-            continue
+    for v in others:
+        prob_v = probs[v]
         d, point_v = slab_click(depth, start_u, v)
         if d >= min_depth and (prob_at(prob_v, v, np.asarray(point_v) + np.asarray(v)) >= 0.5) != is_positive:
             out.append((v, point_v))

@@ -395,7 +395,7 @@ class Session:
         starts = [start] + planning.disagreeing({s: p.prob for s, p in patches.items() if s != start},
                                                 model_pt, is_positive)
         before = {s: patches[s].prob if s in patches else np.zeros((PATCH_SIZE,) * 3, np.float32) for s in starts}
-        self._refine(vol, patches, starts, model_pt, is_positive)
+        self._refine(vol, patches, starts, [model_pt] * len(starts), is_positive)
         depth = self.config.spread_positive_depth if is_positive else self.config.spread_negative_depth
         n_spread = self._spread(vol, patches, before, is_positive, depth) if math.isfinite(depth) else 0
         if is_positive:
@@ -434,22 +434,17 @@ class Session:
             budget -= len(starts)
             n += len(starts)
             done.update(starts)
-            olds = {v: patches[v] for v in starts}
-            pts = [np.concatenate([olds[v].points, np.asarray([jobs[v]], dtype=np.float32)]) for v in starts]
-            labs = [np.concatenate([olds[v].labels, np.full(1, int(is_positive), dtype=np.int64)]) for v in starts]
-            probs_new = vol.runner.segment(starts, pts, labs, [self._prev_mask(patches, v) for v in starts],
-                                           self.refine_passes)
-            changes = {}
-            for v, p, lab, prob in zip(starts, pts, labs, probs_new):
-                changes[v] = changed(olds[v].prob, prob)
-                patches[v] = PatchState(p, lab, prob, olds[v].n_auto)
+            olds = {v: patches[v].prob for v in starts}
+            self._refine(vol, patches, starts, [np.asarray(v) + jobs[v] for v in starts], is_positive)
+            changes = {v: changed(olds[v], patches[v].prob) for v in starts}
         return n
 
-    def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], starts: list[IJK], model_pt: np.ndarray,
-                is_positive: bool) -> None:
-        """Add the click to the patches at ``starts`` (new ones are created) and re-run them as one batch."""
+    def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], starts: list[IJK],
+                points_model: list[np.ndarray], is_positive: bool) -> None:
+        """Add a click to each patch at ``starts`` (at its model point; new patches are created) and re-run
+        them as one batch."""
         pts, labs, autos = [], [], []
-        for start in starts:
+        for start, model_pt in zip(starts, points_model):
             old = patches.get(start)
             p = np.asarray([model_pt - np.asarray(start)], dtype=np.float32)
             lab = np.asarray([1 if is_positive else 0], dtype=np.int64)
