@@ -18,7 +18,8 @@ from CTSAM3DLib.cli.errors import USER_ERRORS
 from CTSAM3DLib.cli.segment import add_cpp_args, add_model_args, cpp_settings
 from CTSAM3DLib.engine.session import CPP_MODES, SessionConfig
 from CTSAM3DLib.eval.growcut import grow_from_seeds
-from CTSAM3DLib.eval.protocol import BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks
+from CTSAM3DLib.eval.protocol import (BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks,
+                                      validate_seeds)
 from CTSAM3DLib.eval.report import check_output_dir, summarize, write_report
 from CTSAM3DLib.io.datasets import TOTALSEG_CT, DataIssue, Subject, log_issues, scan_datasets
 from CTSAM3DLib.prompts.click import Click
@@ -66,7 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--first-click", choices=("random", "deepest"), default="random",
                    help="first click: a random voxel of the structure (the paper) or its deepest voxel "
                         "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random first clicks (default: %(default)s)")
+    p.add_argument("--seed", default="0", metavar="SEED[,SEED...]",
+                   help="seed of the random first clicks; several (e.g. 0,1,2) run every structure once per seed "
+                        "and report the mean over them and each seed's mean (default: %(default)s)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM",
                    help="NSD (surface Dice) tolerance in mm (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --output")
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     clicks = validate_clicks(_parse_clicks(args.clicks))
+    seeds = validate_seeds(_parse_seeds(args.seed))
     structures = _parse_names(args.structures)
     settings = cpp_settings(args)
     if args.cpp_min_agreement is not None and not 0.0 <= args.cpp_min_agreement <= 1.0:
@@ -98,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     config = SessionConfig(**settings, cpp_mode=args.cpp_mode, cpp_min_agreement=args.cpp_min_agreement)
     result = evaluate(predictor, dataset_cases(subjects, issues), clicks, structures=structures,
                       max_structures=args.max_structures, baseline=args.baseline, session_config=config,
-                      seed=args.seed, nsd_tolerance_mm=args.nsd_tolerance, progress=True,
+                      seed=seeds, nsd_tolerance_mm=args.nsd_tolerance, progress=True,
                       first_click_mode=args.first_click)
     log_issues(issues, logger)
     if not result.records:
@@ -126,6 +130,16 @@ def _parse_clicks(text: str) -> list[int]:
     except ValueError:
         raise ValueError(f"--clicks must be positive integers separated by commas, such as 1,3,5,7,9; got {text!r}."
                          ) from None
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise ValueError(f"--seed must be an integer or integers separated by commas, such as 0 or 0,1,2; got {text!r}.")
+    return seeds
 
 
 def _parse_names(text: str | None) -> list[str] | None:
@@ -178,6 +192,9 @@ def _print_summary(result: EvalResult, variant: str, paths: list[Path]) -> None:
         seconds = [s for t in result.traces if t.method == method for s in t.seconds]
         dsc = ", ".join(f"{n}: {v:.3f}" for n, v in entry["mean_dsc"].items())
         print(f"  {method}: mean DSC by clicks {{{dsc}}}; {sum(seconds) / max(len(seconds), 1):.2f} s/click")
+        if len(result.seeds) > 1:
+            for seed, means in entry["mean_dsc_by_seed"].items():
+                print(f"    seed {seed}: " + ", ".join(f"{n}: {'-' if v is None else f'{v:.3f}'}" for n, v in means.items()))
     if result.skipped:
         print(f"  skipped {len(result.skipped)} structure(s); see summary.md")
     print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -87,6 +87,7 @@ class ClickRecord:
         seconds: time of the ``n_clicks``-th click (0 if the simulator stopped early).
         cumulative_seconds: total time of clicks ``1..n_clicks``.
         click: the ``n_clicks``-th click (voxel ``(x, y, z)``), None if it was not needed.
+        seed: the seed of this run's first click.
     """
 
     case_id: str
@@ -98,17 +99,19 @@ class ClickRecord:
     seconds: float
     cumulative_seconds: float
     click: Click | None
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class ClickTrace:
-    """Every click one method received on one structure, with the time each took."""
+    """Every click one method received on one structure (from one seed's first click), with the time each took."""
 
     case_id: str
     structure: str
     method: str
     clicks: tuple[Click, ...]
     seconds: tuple[float, ...]
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,16 +122,16 @@ class EvalResult:
         clicks: the click counts at which metrics were taken, ascending.
         nsd_tolerance_mm: NSD tolerance.
         methods: method names, CT-SAM3D first.
-        seed: the seed of the first clicks.
-        records: one per case, structure, method and click count.
-        traces: one per case, structure and method (all clicks up to the largest count).
+        seeds: the seeds of the first clicks, one run of every structure per seed.
+        records: one per case, structure, method, seed and click count.
+        traces: one per case, structure, method and seed (all clicks up to the largest count).
         skipped: one message per requested structure that could not be evaluated.
     """
 
     clicks: tuple[int, ...]
     nsd_tolerance_mm: float
     methods: tuple[str, ...]
-    seed: int
+    seeds: tuple[int, ...]
     records: tuple[ClickRecord, ...]
     traces: tuple[ClickTrace, ...] = ()
     skipped: tuple[str, ...] = ()
@@ -150,7 +153,8 @@ _Segmenter = Callable[[Click], tuple[np.ndarray, float]]
 
 def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[int] = DEFAULT_CLICKS, *,
              structures: Sequence[str] | None = None, max_structures: int | None = None,
-             baseline: str | None = None, session_config: SessionConfig | None = None, seed: int = 0,
+             baseline: str | None = None, session_config: SessionConfig | None = None,
+             seed: int | Sequence[int] = 0,
              nsd_tolerance_mm: float = 1.0, progress: bool = False, first_click_mode: str = "random") -> EvalResult:
     """Run the simulated-click protocol (module docstring) on every case.
 
@@ -165,7 +169,9 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
             (mm^3) among those selected by ``structures``.
         baseline: ``"growcut"`` to also run Slicer's Grow from seeds (needs slicer-core).
         session_config: engine settings (default ``SessionConfig()``, CPP on).
-        seed: seed of the first clicks.
+        seed: seed of the random first clicks, or several: every structure is then run once per seed
+            (a fresh target each time) and the report averages over them, which smooths out the luck
+            of one random first click.
         nsd_tolerance_mm: NSD tolerance in mm.
         progress: show a tqdm progress bar (stderr), one step per structure.
         first_click_mode: ``"random"`` (the paper) or ``"deepest"`` (the structure's deepest voxel).
@@ -174,13 +180,17 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
         The ``EvalResult``.
 
     Raises:
-        ValueError: bad click counts, tolerance, structure count or baseline name.
+        ValueError: bad click counts, seeds, tolerance, structure count or baseline name.
         ImportError: ``baseline="growcut"`` without slicer-core.
     """
     counts = validate_clicks(clicks)
+    seeds = validate_seeds(seed)
     _validate_options(max_structures, baseline, nsd_tolerance_mm)
     if first_click_mode not in FIRST_CLICK_MODES:
         raise ValueError(f"first_click_mode must be one of {FIRST_CLICK_MODES}, got {first_click_mode!r}.")
+    if first_click_mode == "deepest" and len(seeds) > 1:
+        raise ValueError("Several seeds only make sense with random first clicks: the deepest voxel does not "
+                         "depend on the seed.")
     if baseline == METHOD_GROWCUT:
         _check_growcut_available()
     methods = (METHOD_CTSAM3D,) + ((baseline,) if baseline else ())
@@ -188,9 +198,9 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
     config = session_config or SessionConfig()
     with tqdm(total=0, unit="structure", desc="evaluate", disable=not progress, dynamic_ncols=True) as bar:
         for case in cases:
-            _evaluate_case(predictor, case, counts, methods, config, (seed, first_click_mode), nsd_tolerance_mm,
+            _evaluate_case(predictor, case, counts, methods, config, (seeds, first_click_mode), nsd_tolerance_mm,
                            (structures, max_structures), out, bar)
-    return EvalResult(counts, float(nsd_tolerance_mm), methods, int(seed), tuple(out.records), tuple(out.traces),
+    return EvalResult(counts, float(nsd_tolerance_mm), methods, seeds, tuple(out.records), tuple(out.traces),
                       tuple(out.skipped))
 
 
@@ -204,6 +214,16 @@ def validate_clicks(clicks: Sequence[int]) -> tuple[int, ...]:
     if not counts or not is_int or counts[0] < 1:
         raise ValueError(f"Click counts must be positive integers such as 1,3,5,7,9; got {list(clicks)!r}.")
     return tuple(counts)
+
+
+def validate_seeds(seed: int | Sequence[int]) -> tuple[int, ...]:
+    """The seeds as a tuple of distinct integers, in the given order; ``ValueError`` if empty or repeated."""
+    seeds = (seed,) if isinstance(seed, (int, np.integer)) else tuple(seed)
+    if not seeds or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be one or more integers, got {seed!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat (a repeated seed repeats the same first clicks), got {list(seeds)}.")
+    return tuple(int(s) for s in seeds)
 
 
 def select_structures(volumes_mm3: Mapping[str, float], max_structures: int | None) -> list[str]:
@@ -282,7 +302,7 @@ def _check_growcut_available() -> None:
 
 
 def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...], methods: tuple[str, ...],
-                   config: SessionConfig, seed: tuple[int, str], tol_mm: float,
+                   config: SessionConfig, seed: tuple[tuple[int, ...], str], tol_mm: float,
                    selection: tuple[Sequence[str] | None, int | None], out: _Collector, bar: tqdm) -> None:
     """One session for the case; every selected structure is one target of it."""
     image = case.image() if callable(case.image) else case.image
@@ -306,21 +326,22 @@ def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...]
 
 
 def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name: str, gt: np.ndarray,
-                        counts: tuple[int, ...], methods: tuple[str, ...], seed: tuple[int, str], tol_mm: float,
-                        out: _Collector) -> None:
-    """Every method on one structure, all from the same first click (``seed`` = (seed, first-click mode))."""
+                        counts: tuple[int, ...], methods: tuple[str, ...], seed: tuple[tuple[int, ...], str],
+                        tol_mm: float, out: _Collector) -> None:
+    """Per seed, every method on one structure from the same first click (``seed`` = (seeds, first-click mode))."""
     spacing = tuple(float(s) for s in image.GetSpacing())
-    if seed[1] == "deepest":
-        first = deepest_click(gt, spacing)
-    else:
-        first = first_click(gt, case_rng(seed[0], case_id, name))
-    for method in methods:
-        if method == METHOD_CTSAM3D:
-            segment = _ctsam3d_segmenter(session, name)
+    for run_seed in seed[0]:
+        if seed[1] == "deepest":
+            first = deepest_click(gt, spacing)
         else:
-            segment = _growcut_segmenter(sitk.GetArrayViewFromImage(image), spacing)
-        _click_loop(segment, gt, first, counts, spacing, tol_mm, (case_id, name, method), out)
-    session.remove_target(name)  # keep memory flat over many structures
+            first = first_click(gt, case_rng(run_seed, case_id, name))
+        for method in methods:
+            if method == METHOD_CTSAM3D:
+                segment = _ctsam3d_segmenter(session, name)
+            else:
+                segment = _growcut_segmenter(sitk.GetArrayViewFromImage(image), spacing)
+            _click_loop(segment, gt, first, counts, spacing, tol_mm, (case_id, name, method), run_seed, out)
+        session.remove_target(name)  # the next seed starts a fresh target; memory stays flat
 
 
 def _structures_of_case(case: EvalCase, image: sitk.Image, selection: tuple[Sequence[str] | None, int | None],
@@ -371,7 +392,8 @@ def _growcut_segmenter(image_zyx: np.ndarray, spacing_mm: tuple[float, ...]) -> 
 
 
 def _click_loop(segment: _Segmenter, gt: np.ndarray, first: Click, counts: tuple[int, ...],
-                spacing: tuple[float, ...], tol_mm: float, key: tuple[str, str, str], out: _Collector) -> None:
+                spacing: tuple[float, ...], tol_mm: float, key: tuple[str, str, str], seed: int,
+                out: _Collector) -> None:
     """Click up to ``max(counts)`` times, each next click simulated on the method's own mask."""
     click: Click | None = first
     mask = np.zeros_like(gt)
@@ -385,9 +407,9 @@ def _click_loop(segment: _Segmenter, gt: np.ndarray, first: Click, counts: tuple
             times.append(seconds)
         if n in counts:
             out.records.append(ClickRecord(*key, n, dice(mask, gt), normalized_surface_dice(mask, gt, spacing, tol_mm),
-                                           seconds, float(sum(times)), click))
+                                           seconds, float(sum(times)), click, seed))
         if click is not None and n < counts[-1]:
             click = next_click(mask, gt, spacing)
             if click is None:
                 logger.info("%s/%s %s: perfect after %d clicks", *key, n)
-    out.traces.append(ClickTrace(*key, tuple(given), tuple(times)))
+    out.traces.append(ClickTrace(*key, tuple(given), tuple(times), seed))

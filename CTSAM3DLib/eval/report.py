@@ -1,17 +1,19 @@
 """Report files of an evaluation: per-click CSV, summary JSON and Markdown, DSC-vs-clicks plot.
 
 Aggregation is organ-wise, as in the CT-SAM3D paper: each structure's value is the mean
-over the cases that have it, and a method's mean is the mean over structures of those
-values (equal to the plain mean when every structure appears in every case). Standard
-deviations are population standard deviations (``ddof=0``) over the same values.
+over the cases that have it (and over the seeds, when several were run), and a method's
+mean is the mean over structures of those values (equal to the plain mean when every
+structure appears in every case). Standard deviations are population standard deviations
+(``ddof=0``) over the same values.
 
 Files written into the output folder (:data:`REPORT_FILES`):
 
-* ``per_click.csv``: one row per case, structure, method and click count;
-* ``summary.json``: ``{"clicks": [...], "nsd_tolerance_mm": t, "methods": {name:
-  {"mean_dsc": {"1": ...}, "mean_nsd": {"1": ...}, "n_structures": n}}}`` with click
-  counts as string keys;
-* ``summary.md``: mean ± std per click count and method, time per click, and per structure;
+* ``per_click.csv``: one row per case, structure, method, seed and click count;
+* ``summary.json``: ``{"clicks": [...], "nsd_tolerance_mm": t, "seeds": [...], "methods": {name:
+  {"mean_dsc": {"1": ...}, "mean_nsd": {"1": ...}, "mean_dsc_by_seed": {"0": {"1": ...}},
+  "n_structures": n}}}`` with click counts and seeds as string keys;
+* ``summary.md``: mean ± std per click count and method, the mean per seed (several seeds),
+  time per click, and per structure;
 * ``dsc_vs_clicks.png``: mean DSC against the number of clicks, one line per method
   (the paper's Fig. 4).
 """
@@ -19,6 +21,7 @@ Files written into the output folder (:data:`REPORT_FILES`):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import defaultdict
@@ -34,7 +37,7 @@ from CTSAM3DLib.io.atomic import atomic_write_bytes
 # Output file names, in the order they are written.
 REPORT_FILES = ("per_click.csv", "summary.json", "summary.md", "dsc_vs_clicks.png")
 # Columns of per_click.csv.
-CSV_COLUMNS = ("case", "structure", "method", "clicks", "dsc", "nsd", "seconds", "cumulative_seconds",
+CSV_COLUMNS = ("case", "structure", "method", "seed", "clicks", "dsc", "nsd", "seconds", "cumulative_seconds",
                "click_x", "click_y", "click_z", "click_positive")
 # Metrics in summary.json, named as ClickRecord attributes.
 _METRICS = ("dsc", "nsd")
@@ -81,17 +84,32 @@ def write_report(result: EvalResult, out_dir: str | Path, overwrite: bool = Fals
 
 
 def summarize(result: EvalResult) -> dict[str, Any]:
-    """The ``summary.json`` dict: mean DSC / NSD per method and click count (string keys; null if none)."""
+    """The ``summary.json`` dict: mean DSC / NSD per method and click count, and mean DSC per seed (string
+    keys; null if none)."""
     values = {metric: _structure_means(result, metric) for metric in _METRICS}
+    by_seed = {seed: _structure_means(_of_seed(result, seed), "dsc") for seed in result.seeds}
     methods: dict[str, Any] = {}
     for method in result.methods:
         entry: dict[str, Any] = {}
         for metric in _METRICS:
-            means = {str(n): _stats(values[metric], method, n)[0] for n in result.clicks}
-            entry[f"mean_{metric}"] = {k: (None if np.isnan(v) else v) for k, v in means.items()}
+            entry[f"mean_{metric}"] = _means(values[metric], method, result.clicks)
+        entry["mean_dsc_by_seed"] = {str(seed): _means(v, method, result.clicks) for seed, v in by_seed.items()}
         entry["n_structures"] = len(_structures(result, method))
         methods[method] = entry
-    return {"clicks": list(result.clicks), "nsd_tolerance_mm": float(result.nsd_tolerance_mm), "methods": methods}
+    return {"clicks": list(result.clicks), "nsd_tolerance_mm": float(result.nsd_tolerance_mm),
+            "seeds": list(result.seeds), "methods": methods}
+
+
+def _means(values: dict[tuple[str, str, int], float], method: str, clicks: tuple[int, ...]) -> dict[str, float | None]:
+    """A method's mean over structures per click count (string keys; None where it has no value)."""
+    means = {str(n): _stats(values, method, n)[0] for n in clicks}
+    return {k: (None if np.isnan(v) else v) for k, v in means.items()}
+
+
+def _of_seed(result: EvalResult, seed: int) -> EvalResult:
+    """The part of ``result`` run from ``seed``'s first clicks."""
+    return dataclasses.replace(result, seeds=(seed,), records=tuple(r for r in result.records if r.seed == seed),
+                               traces=tuple(t for t in result.traces if t.seed == seed))
 
 
 def per_click_csv(result: EvalResult) -> str:
@@ -102,7 +120,7 @@ def per_click_csv(result: EvalResult) -> str:
     for r in result.records:
         point = r.click.point_xyz if r.click is not None else ("", "", "")
         positive = "" if r.click is None else int(r.click.is_positive)
-        writer.writerow([r.case_id, r.structure, r.method, r.n_clicks, f"{r.dsc:.6f}", f"{r.nsd:.6f}",
+        writer.writerow([r.case_id, r.structure, r.method, r.seed, r.n_clicks, f"{r.dsc:.6f}", f"{r.nsd:.6f}",
                          f"{r.seconds:.4f}", f"{r.cumulative_seconds:.4f}", *_fmt_point(point), positive])
     return buf.getvalue()
 
@@ -115,15 +133,18 @@ def summary_markdown(result: EvalResult) -> str:
     rule = "|---|---|" + "---:|" * len(result.clicks)
     lines = ["# CT-SAM3D simulated-click evaluation", "",
              f"{len(cases)} case(s), clicks {', '.join(map(str, result.clicks))}, NSD tolerance "
-             f"{result.nsd_tolerance_mm:g} mm, seed {result.seed}. Mean ± std over structures (each structure "
-             "averaged over its cases first).", "", "## Mean over structures", "", head, rule]
+             f"{result.nsd_tolerance_mm:g} mm, seed{'s' * (len(result.seeds) > 1)} "
+             f"{', '.join(map(str, result.seeds))}. Mean ± std over structures (each structure averaged over its "
+             f"cases{' and seeds' * (len(result.seeds) > 1)} first).", "", "## Mean over structures", "", head, rule]
     for method in result.methods:
         for label, values in (("DSC", dsc), ("NSD", nsd)):
             cells = [_pm(*_stats(values, method, n)) for n in result.clicks]
             lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
+    if len(result.seeds) > 1:
+        lines += ["", "## Mean DSC per seed", "", _seed_table(result)]
     lines += ["", "## Time per click", "", _timing_table(result)]
     for label, metric in (("DSC", "dsc"), ("NSD", "nsd")):
-        lines += ["", f"## {label} per structure (mean ± std over cases)", "", _structure_table(result, metric)]
+        lines += ["", f"## {label} per structure (mean ± std over cases and seeds)", "", _structure_table(result, metric)]
     if result.skipped:
         lines += ["", "## Skipped", ""] + [f"- {msg}" for msg in result.skipped]
     return "\n".join(lines) + "\n"
@@ -191,12 +212,25 @@ def _timing_table(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
+def _seed_table(result: EvalResult) -> str:
+    """Rows seed x method, columns click counts: mean DSC over structures from that seed's first clicks."""
+    lines = ["| seed | method | " + " | ".join(str(n) for n in result.clicks) + " |",
+             "|---:|---|" + "---:|" * len(result.clicks)]
+    for seed in result.seeds:
+        values = _structure_means(_of_seed(result, seed), "dsc")
+        for method in result.methods:
+            cells = [_stats(values, method, n)[0] for n in result.clicks]
+            lines.append(f"| {seed} | {method} | " + " | ".join("-" if np.isnan(c) else f"{c:.3f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def _structure_table(result: EvalResult, metric: str) -> str:
-    """Rows structure x method, columns click counts: mean ± std of ``metric`` over the structure's cases."""
+    """Rows structure x method, columns click counts: mean ± std of ``metric`` over the structure's runs (cases
+    and seeds)."""
     per_case: _Values = defaultdict(list)
     for r in result.records:
         per_case[(r.method, r.structure, r.n_clicks)].append(float(getattr(r, metric)))
-    lines = ["| structure | method | cases | " + " | ".join(str(n) for n in result.clicks) + " |",
+    lines = ["| structure | method | runs | " + " | ".join(str(n) for n in result.clicks) + " |",
              "|---|---|---:|" + "---:|" * len(result.clicks)]
     for structure in _structures(result):
         for method in result.methods:

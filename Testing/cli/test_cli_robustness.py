@@ -145,7 +145,7 @@ def test_growcut_without_the_extra_names_the_install_command(monkeypatch: pytest
 
 def test_report_files_respect_the_umask(tmp_path: Path) -> None:
     record = ClickRecord("a", "liver", "ctsam3d", 1, 0.5, 0.4, 0.1, 0.1, None)
-    result = EvalResult((1,), 1.0, ("ctsam3d",), 0, (record,))
+    result = EvalResult((1,), 1.0, ("ctsam3d",), (0,), (record,))
     old = os.umask(0o022)
     try:
         paths = write_report(result, tmp_path / "eval")

@@ -98,6 +98,28 @@ def test_growcut_column_only_with_baseline(dataset, checkpoint, tmp_path):
     assert first["ctsam3d"] == first["growcut"]
 
 
+def test_several_seeds_run_each_structure_once_per_seed(dataset, checkpoint, tmp_path, capsys):
+    one, both = tmp_path / "one", tmp_path / "both"
+    argv = ["--data", str(dataset), "--checkpoint", str(checkpoint), "--clicks", "1,2", "--no-cpp"]
+    assert _run([*argv, "--output", str(one), "--seed", "1"]) == 0
+    assert _run([*argv, "--output", str(both), "--seed", "1,2"]) == 0
+    assert "seed 2:" in capsys.readouterr().out
+    rows = _read_csv(both / "per_click.csv")
+    assert len(rows) == 2 * len(_read_csv(one / "per_click.csv")) and {r["seed"] for r in rows} == {"1", "2"}
+    # seed 1's runs are those of the single-seed evaluation, click for click
+    fields = ("case", "structure", "clicks", "dsc", "nsd", "click_x", "click_y", "click_z", "click_positive")
+    assert [tuple(r[f] for f in fields) for r in rows if r["seed"] == "1"] == [
+        tuple(r[f] for f in fields) for r in _read_csv(one / "per_click.csv")]
+    single = json.loads((one / "summary.json").read_text())["methods"]["ctsam3d"]
+    summary = json.loads((both / "summary.json").read_text())
+    entry = summary["methods"]["ctsam3d"]
+    assert summary["seeds"] == [1, 2] and entry["mean_dsc_by_seed"]["1"] == single["mean_dsc"]
+    for n in ("1", "2"):  # every structure runs from every seed: the mean is the mean of the seeds' means
+        by_seed = [entry["mean_dsc_by_seed"][s][n] for s in ("1", "2")]
+        assert entry["mean_dsc"][n] == pytest.approx(sum(by_seed) / 2)
+    assert "## Mean DSC per seed" in (both / "summary.md").read_text()
+
+
 def test_existing_results_need_overwrite(dataset, checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--data", str(dataset), "--output", str(out), "--checkpoint", str(checkpoint), "--clicks", "1",
@@ -119,6 +141,9 @@ def test_existing_results_need_overwrite(dataset, checkpoint, tmp_path, capsys):
     (["--max-structures", "0"], "max_structures"),
     (["--cpp-min-agreement", "1.5"], "--cpp-min-agreement"),
     (["--refine-passes", "9"], "refine_passes"),
+    (["--seed", "0,x"], "--seed"),
+    (["--seed", "1,1"], "must not repeat"),
+    (["--seed", "0,1", "--first-click", "deepest"], "random first clicks"),
 ])
 def test_user_errors_exit_2_with_one_paragraph(dataset, checkpoint, tmp_path, capsys, extra, message):
     rc = _run(["--data", str(dataset), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint), *extra])
@@ -133,7 +158,7 @@ def test_cpp_options_reach_the_engine(dataset, checkpoint, tmp_path, monkeypatch
 
     def fake_evaluate(predictor, cases, clicks, **kwargs):
         seen["config"] = kwargs["session_config"]
-        return evaluate_cli.EvalResult(clicks=tuple(clicks), nsd_tolerance_mm=1.0, methods=("ctsam3d",), seed=0,
+        return evaluate_cli.EvalResult(clicks=tuple(clicks), nsd_tolerance_mm=1.0, methods=("ctsam3d",), seeds=(0,),
                                        records=())
 
     monkeypatch.setattr(evaluate_cli, "evaluate", fake_evaluate)

@@ -151,7 +151,7 @@ def test_perfect_mask_stops_clicking():
         return gt.copy(), 0.5
 
     out = _Collector()
-    _click_loop(perfect, gt, Click((2.0, 2.0, 2.0), True), (1, 3), (1.0, 1.0, 1.0), 1.0, ("c", "s", "m"), out)
+    _click_loop(perfect, gt, Click((2.0, 2.0, 2.0), True), (1, 3), (1.0, 1.0, 1.0), 1.0, ("c", "s", "m"), 0, out)
     assert len(calls) == 1
     assert [(r.n_clicks, r.dsc, r.seconds, r.cumulative_seconds, r.click) for r in out.records] == [
         (1, 1.0, 0.5, 0.5, calls[0]), (3, 1.0, 0.0, 0.5, None)]
@@ -198,3 +198,25 @@ def test_volume_and_lazy_inputs_give_the_same_result(random_predictor, case, res
     expected = next(r for r in result.records if r.structure == "box" and r.n_clicks == 1)
     (record,) = again.records
     assert (record.dsc, record.nsd, record.click) == (expected.dsc, expected.nsd, expected.click)
+
+
+def test_several_seeds_repeat_each_structure_from_each_seeds_first_click(random_predictor, case, result):
+    both = evaluate(random_predictor, [case], (1, 3, 4), session_config=_NO_CPP, seed=(3, 4))
+    assert both.seeds == (3, 4)
+    assert [(r.structure, r.n_clicks, r.dsc, r.nsd, r.click) for r in both.records if r.seed == 3] == [
+        (r.structure, r.n_clicks, r.dsc, r.nsd, r.click) for r in result.records]
+    alone = evaluate(random_predictor, [case], (1, 3, 4), session_config=_NO_CPP, seed=4)
+    assert [(r.structure, r.n_clicks, r.dsc, r.click) for r in both.records if r.seed == 4] == [
+        (r.structure, r.n_clicks, r.dsc, r.click) for r in alone.records]
+    assert {(t.structure, t.seed) for t in both.traces} == {(s, k) for s in ("box", "sphere") for k in (3, 4)}
+
+
+@pytest.mark.parametrize(("seed", "message"), [((), "one or more"), ((1, 1), "must not repeat"), ((1.5,), "integers")])
+def test_bad_seeds_are_refused(random_predictor, case, seed, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate(random_predictor, [case], (1,), session_config=_NO_CPP, seed=seed)
+
+
+def test_several_seeds_need_random_first_clicks(random_predictor, case):
+    with pytest.raises(ValueError, match="random first clicks"):
+        evaluate(random_predictor, [case], (1,), session_config=_NO_CPP, seed=(0, 1), first_click_mode="deepest")

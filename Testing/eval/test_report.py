@@ -27,16 +27,17 @@ def _result(methods=("ctsam3d",)) -> EvalResult:
             records.append(ClickRecord(case, structure, method, n, d + shift, s + shift, 0.25, 0.25 * n, click))
         for case, structure in {(c, s) for c, s, _ in values}:
             traces.append(ClickTrace(case, structure, method, (Click((1.0, 2.0, 3.0), True),) * 3, (0.5, 0.25, 0.25)))
-    return EvalResult((1, 3), 1.0, tuple(methods), 0, tuple(records), tuple(traces), ("b: no structure 'spleen'",))
+    return EvalResult((1, 3), 1.0, tuple(methods), (0,), tuple(records), tuple(traces), ("b: no structure 'spleen'",))
 
 
 def test_summary_has_exactly_the_documented_shape():
     summary = summarize(_result())
-    assert list(summary) == ["clicks", "nsd_tolerance_mm", "methods"]
-    assert summary["clicks"] == [1, 3] and summary["nsd_tolerance_mm"] == 1.0
+    assert list(summary) == ["clicks", "nsd_tolerance_mm", "seeds", "methods"]
+    assert summary["clicks"] == [1, 3] and summary["nsd_tolerance_mm"] == 1.0 and summary["seeds"] == [0]
     assert list(summary["methods"]) == ["ctsam3d"]
     entry = summary["methods"]["ctsam3d"]
-    assert list(entry) == ["mean_dsc", "mean_nsd", "n_structures"]
+    assert list(entry) == ["mean_dsc", "mean_nsd", "mean_dsc_by_seed", "n_structures"]
+    assert entry["mean_dsc_by_seed"] == {"0": entry["mean_dsc"]}
     assert list(entry["mean_dsc"]) == ["1", "3"] and list(entry["mean_nsd"]) == ["1", "3"]
     assert entry["n_structures"] == 2
     # organ-wise: liver = mean over its two cases, then the mean over structures
@@ -85,3 +86,19 @@ def test_output_path_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="not a folder"):
         check_output_dir(target)
     check_output_dir(tmp_path / "new")  # a missing folder is fine
+
+
+def test_several_seeds_get_their_own_means_and_a_per_seed_table(tmp_path):
+    records = [ClickRecord("a", s, "ctsam3d", 1, d, d, 0.1, 0.1, None, seed)
+               for seed, values in ((0, {"liver": 0.4, "spleen": 0.6}), (1, {"liver": 0.8, "spleen": 1.0}))
+               for s, d in values.items()]
+    result = EvalResult((1,), 1.0, ("ctsam3d",), (0, 1), tuple(records))
+    entry = summarize(result)["methods"]["ctsam3d"]
+    assert entry["mean_dsc_by_seed"] == {"0": {"1": pytest.approx(0.5)}, "1": {"1": pytest.approx(0.9)}}
+    assert entry["mean_dsc"]["1"] == pytest.approx(0.7)
+    write_report(result, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    assert "seeds 0, 1." in md and "| 0 | ctsam3d | 0.500 |" in md and "| 1 | ctsam3d | 0.900 |" in md
+    assert "| liver | ctsam3d | 2 | 0.600 ± 0.200 |" in md
+    with open(tmp_path / "per_click.csv", newline="") as f:
+        assert [r["seed"] for r in csv.DictReader(f)] == ["0", "0", "1", "1"]
