@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    clicks = validate_clicks(_parse_clicks(args.clicks))
-    seeds = validate_seeds(_parse_seeds(args.seed))
+    clicks = validate_clicks(_parse_ints(args.clicks, "--clicks", "1,3,5,7,9"))
+    seeds = validate_seeds(_parse_ints(args.seed, "--seed", "0 or 0,1,2"))
     structures = _parse_names(args.structures)
     settings = cpp_settings(args)
     if args.cpp_min_agreement is not None and not 0.0 <= args.cpp_min_agreement <= 1.0:
@@ -124,22 +124,15 @@ def _check_baseline_installed() -> None:
                           "pip install 'CTSAM3DLib[growcut]' (from a checkout: pip install -e '.[growcut]').") from None
 
 
-def _parse_clicks(text: str) -> list[int]:
+def _parse_ints(text: str, option: str, example: str) -> list[int]:
+    """Integers separated by commas (``option`` and ``example`` name them in the error)."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--clicks must be positive integers separated by commas, such as 1,3,5,7,9; got {text!r}."
-                         ) from None
-
-
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds:
-        raise ValueError(f"--seed must be an integer or integers separated by commas, such as 0 or 0,1,2; got {text!r}.")
-    return seeds
+        values = []
+    if not values:
+        raise ValueError(f"{option} must be integers separated by commas, such as {example}; got {text!r}.")
+    return values
 
 
 def _parse_names(text: str | None) -> list[str] | None:

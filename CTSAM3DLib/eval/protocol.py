@@ -302,7 +302,7 @@ def _check_growcut_available() -> None:
 
 
 def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...], methods: tuple[str, ...],
-                   config: SessionConfig, seed: tuple[tuple[int, ...], str], tol_mm: float,
+                   config: SessionConfig, first_clicks: tuple[tuple[int, ...], str], tol_mm: float,
                    selection: tuple[Sequence[str] | None, int | None], out: _Collector, bar: tqdm) -> None:
     """One session for the case; every selected structure is one target of it."""
     image = case.image() if callable(case.image) else case.image
@@ -317,7 +317,7 @@ def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...]
             bar.set_postfix_str(f"{case.case_id}/{name}", refresh=False)
             gt = _load_mask(case, name, image)
             if gt.any():
-                _evaluate_structure(session, image, case.case_id, name, gt, counts, methods, seed, tol_mm, out)
+                _evaluate_structure(session, image, case.case_id, name, gt, counts, methods, first_clicks, tol_mm, out)
             else:
                 out.skipped.append(f"{case.case_id}: structure {name!r} is empty")
             bar.update(1)
@@ -326,12 +326,13 @@ def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...]
 
 
 def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name: str, gt: np.ndarray,
-                        counts: tuple[int, ...], methods: tuple[str, ...], seed: tuple[tuple[int, ...], str],
+                        counts: tuple[int, ...], methods: tuple[str, ...], first_clicks: tuple[tuple[int, ...], str],
                         tol_mm: float, out: _Collector) -> None:
-    """Per seed, every method on one structure from the same first click (``seed`` = (seeds, first-click mode))."""
+    """Per seed, every method on one structure from the same first click (``first_clicks``: seeds, mode)."""
     spacing = tuple(float(s) for s in image.GetSpacing())
-    for run_seed in seed[0]:
-        if seed[1] == "deepest":
+    seeds, mode = first_clicks
+    for run_seed in seeds:
+        if mode == "deepest":
             first = deepest_click(gt, spacing)
         else:
             first = first_click(gt, case_rng(run_seed, case_id, name))

@@ -87,7 +87,7 @@ def summarize(result: EvalResult) -> dict[str, Any]:
     """The ``summary.json`` dict: mean DSC / NSD per method and click count, and mean DSC per seed (string
     keys; null if none)."""
     values = {metric: _structure_means(result, metric) for metric in _METRICS}
-    by_seed = {seed: _structure_means(_of_seed(result, seed), "dsc") for seed in result.seeds}
+    by_seed = _dsc_by_seed(result)
     methods: dict[str, Any] = {}
     for method in result.methods:
         entry: dict[str, Any] = {}
@@ -106,10 +106,11 @@ def _means(values: dict[tuple[str, str, int], float], method: str, clicks: tuple
     return {k: (None if np.isnan(v) else v) for k, v in means.items()}
 
 
-def _of_seed(result: EvalResult, seed: int) -> EvalResult:
-    """The part of ``result`` run from ``seed``'s first clicks."""
-    return dataclasses.replace(result, seeds=(seed,), records=tuple(r for r in result.records if r.seed == seed),
-                               traces=tuple(t for t in result.traces if t.seed == seed))
+def _dsc_by_seed(result: EvalResult) -> dict[int, dict[tuple[str, str, int], float]]:
+    """Per seed, (method, structure, clicks) -> mean DSC over the cases, from that seed's first clicks only."""
+    return {seed: _structure_means(dataclasses.replace(result, records=tuple(r for r in result.records
+                                                                             if r.seed == seed)), "dsc")
+            for seed in result.seeds}
 
 
 def per_click_csv(result: EvalResult) -> str:
@@ -216,8 +217,7 @@ def _seed_table(result: EvalResult) -> str:
     """Rows seed x method, columns click counts: mean DSC over structures from that seed's first clicks."""
     lines = ["| seed | method | " + " | ".join(str(n) for n in result.clicks) + " |",
              "|---:|---|" + "---:|" * len(result.clicks)]
-    for seed in result.seeds:
-        values = _structure_means(_of_seed(result, seed), "dsc")
+    for seed, values in _dsc_by_seed(result).items():
         for method in result.methods:
             cells = [_stats(values, method, n)[0] for n in result.clicks]
             lines.append(f"| {seed} | {method} | " + " | ".join("-" if np.isnan(c) else f"{c:.3f}" for c in cells) + " |")
