@@ -195,36 +195,50 @@ class SPADE(nn.Module):
         elif self.mlp_geodesic is None and prompt.device.type == "cpu" and not torch.is_grad_enabled():
             mod = self._sparse_modulation(prompt)  # geodesic maps are dense: no shortcut for them
         if mod is None:
-            if self.mlp_geodesic is None:
-                act = self.mlp_shared(prompt)
-            else:
-                pre = self.mlp_shared[0](prompt[:, :PROMPT_CHANNELS])
-                act = self.mlp_shared[1](pre + GEODESIC_GAIN * self.mlp_geodesic(prompt[:, PROMPT_CHANNELS:]))
-            mod = self.mlp_gamma(act), self.mlp_beta(act)
-        gamma, beta = mod
-        return self.norm(x) * (1 + gamma) + beta
+            mod = self._dense_modulation(prompt)
+        scale, shift = mod
+        return torch.addcmul(shift, self.norm(x), scale)
+
+    def _merged_weights(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The modulation as two convolutions: ``[Y, P, N] (+ gain * [Gp, Gn]) -> hidden -> [1 + gamma; beta]``.
+
+        The shared and geodesic convolutions read disjoint prompt channels and are summed, so they
+        are one convolution over all channels; gamma and beta read the same hidden map, so they are
+        one convolution with both outputs stacked, the 1 of ``1 + gamma`` in its bias. Same maps,
+        half the calls (on CPU each small 3-D convolution costs several times its arithmetic in
+        per-call setup) and one elementwise pass less.
+        """
+        shared = self.mlp_shared[0]
+        weight = shared.weight
+        if self.mlp_geodesic is not None:
+            weight = torch.cat([weight, GEODESIC_GAIN * self.mlp_geodesic.weight], dim=1)
+        out_weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
+        out_bias = torch.cat([_bias(self.mlp_gamma) + 1, _bias(self.mlp_beta)])
+        return weight, shared.bias, out_weight, out_bias
+
+    def _dense_modulation(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1 + gamma, beta)`` of a SPADE with kernel > 1: two convolutions (`_merged_weights`)."""
+        weight, bias, out_weight, out_bias = self._merged_weights()
+        act = torch.relu(conv3d(prompt, weight, bias, self.pad))
+        scale, shift = conv3d(act, out_weight, out_bias, self.pad).chunk(2, dim=1)
+        return scale, shift
 
     def _pointwise_modulation(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(gamma, beta)`` of a kernel-1 SPADE as two matrix products over the voxels.
+        """``(1 + gamma, beta)`` of a kernel-1 SPADE as two matrix products over the voxels.
 
-        The same maps as its 1x1x1 convolutions (gamma and beta in one product), without the
-        per-call setup of five small 3-D convs, which cost several times their arithmetic on CPU.
+        The same maps as its 1x1x1 convolutions (`_merged_weights`), without the per-call setup of
+        small 3-D convs, which cost several times their arithmetic on CPU.
         """
         b, c = prompt.shape[:2]
-        shared = self.mlp_shared[0]
-        weight = shared.weight.flatten(1)
-        if self.mlp_geodesic is not None:
-            weight = torch.cat([weight, GEODESIC_GAIN * self.mlp_geodesic.weight.flatten(1)], dim=1)
-        act = torch.relu(torch.baddbmm(_column(shared.bias, weight), weight.expand(b, -1, -1), prompt.reshape(b, c, -1)))
-        out_weight = torch.cat([self.mlp_gamma.weight.flatten(1), self.mlp_beta.weight.flatten(1)])
-        biases = (self.mlp_gamma.bias, self.mlp_beta.bias)
-        out_bias = torch.cat(biases) if biases[0] is not None and biases[1] is not None else None
+        weight, bias, out_weight, out_bias = (w.flatten(1) if w is not None and w.ndim > 1 else w
+                                              for w in self._merged_weights())
+        act = torch.relu(torch.baddbmm(_column(bias, weight), weight.expand(b, -1, -1), prompt.reshape(b, c, -1)))
         mod = torch.baddbmm(_column(out_bias, out_weight), out_weight.expand(b, -1, -1), act)
-        gamma, beta = mod.view(b, -1, *prompt.shape[2:]).chunk(2, dim=1)
-        return gamma, beta
+        scale, shift = mod.view(b, -1, *prompt.shape[2:]).chunk(2, dim=1)
+        return scale, shift
 
     def _sparse_modulation(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(gamma, beta)`` equal to the dense ones (to float rounding), or None when not worth it.
+        """``(1 + gamma, beta)`` equal to the dense ones (to float rounding), or None when not worth it.
 
         With ``r = kernel // 2`` and the prompt zero outside box B: ``act = relu(conv(prompt))``
         is the constant ``a0 = relu(bias)`` outside ``B + r``, so gamma/beta are, outside
@@ -265,7 +279,12 @@ class SPADE(nn.Module):
             if act is not None:
                 full[(slice(None), slice(None), *(slice(lo, hi) for lo, hi in box))] = conv3d(act, conv.weight, conv.bias)
             out.append(full)
-        return out[0], out[1]
+        return out[0].add_(1), out[1]
+
+
+def _bias(conv: nn.Conv3d) -> torch.Tensor:
+    """A convolution's bias, zeros when it has none."""
+    return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
 
 
 def _column(bias: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:

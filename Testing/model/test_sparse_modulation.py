@@ -78,10 +78,12 @@ def test_decoder_first_click_unchanged() -> None:
 
 
 @pytest.mark.parametrize("prompt_channels", [3, 5])
-def test_pointwise_modulation_matches_the_convolutions(prompt_channels: int) -> None:
-    """A kernel-1 SPADE computes gamma and beta as matrix products: the same maps as its 1x1x1 convs."""
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_merged_modulation_matches_the_convolutions(prompt_channels: int, kernel: int) -> None:
+    """1 + gamma and beta from the merged weights (matrix products for kernel 1, two convolutions
+    otherwise) equal the SPADE's own four convolutions applied one by one."""
     torch.manual_seed(0)
-    spade = SPADE(12, 8, 1, prompt_channels)
+    spade = SPADE(12, 8, kernel, prompt_channels)
     for p in spade.parameters():
         p.data.normal_(0.0, 0.3)
     prompt = torch.rand(2, prompt_channels, 16, 16, 16)
@@ -89,5 +91,7 @@ def test_pointwise_modulation_matches_the_convolutions(prompt_channels: int) -> 
     if spade.mlp_geodesic is not None:
         pre = pre + 10.0 * spade.mlp_geodesic(prompt[:, 3:])
     act = torch.relu(pre)
-    gamma, beta = spade._pointwise_modulation(prompt)
-    assert torch.allclose(gamma, spade.mlp_gamma(act), atol=1e-5) and torch.allclose(beta, spade.mlp_beta(act), atol=1e-5)
+    merged = spade._pointwise_modulation if kernel == 1 else spade._dense_modulation
+    scale, shift = merged(prompt)
+    assert torch.allclose(scale, 1 + spade.mlp_gamma(act), atol=1e-4, rtol=1e-5)
+    assert torch.allclose(shift, spade.mlp_beta(act), atol=1e-4, rtol=1e-5)
