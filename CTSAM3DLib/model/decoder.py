@@ -199,7 +199,7 @@ class SPADE(nn.Module):
         scale, shift = mod
         return torch.addcmul(shift, self.norm(x), scale)
 
-    def _merged_weights(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    def _merged_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The modulation as two convolutions: ``[Y, P, N] (+ gain * [Gp, Gn]) -> hidden -> [1 + gamma; beta]``.
 
         The shared and geodesic convolutions read disjoint prompt channels and are summed, so they
@@ -214,7 +214,7 @@ class SPADE(nn.Module):
             weight = torch.cat([weight, GEODESIC_GAIN * self.mlp_geodesic.weight], dim=1)
         out_weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
         out_bias = torch.cat([_bias(self.mlp_gamma) + 1, _bias(self.mlp_beta)])
-        return weight, shared.bias, out_weight, out_bias
+        return weight, _bias(shared), out_weight, out_bias
 
     def _dense_modulation(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(1 + gamma, beta)`` of a SPADE with kernel > 1: two convolutions (`_merged_weights`)."""
@@ -230,10 +230,10 @@ class SPADE(nn.Module):
         small 3-D convs, which cost several times their arithmetic on CPU.
         """
         b, c = prompt.shape[:2]
-        weight, bias, out_weight, out_bias = (w.flatten(1) if w is not None and w.ndim > 1 else w
-                                              for w in self._merged_weights())
-        act = torch.relu(torch.baddbmm(_column(bias, weight), weight.expand(b, -1, -1), prompt.reshape(b, c, -1)))
-        mod = torch.baddbmm(_column(out_bias, out_weight), out_weight.expand(b, -1, -1), act)
+        weight, bias, out_weight, out_bias = self._merged_weights()
+        weight, out_weight = weight.flatten(1), out_weight.flatten(1)
+        act = torch.relu(torch.baddbmm(bias[None, :, None], weight.expand(b, -1, -1), prompt.reshape(b, c, -1)))
+        mod = torch.baddbmm(out_bias[None, :, None], out_weight.expand(b, -1, -1), act)
         scale, shift = mod.view(b, -1, *prompt.shape[2:]).chunk(2, dim=1)
         return scale, shift
 
@@ -285,11 +285,6 @@ class SPADE(nn.Module):
 def _bias(conv: nn.Conv3d) -> torch.Tensor:
     """A convolution's bias, zeros when it has none."""
     return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
-
-
-def _column(bias: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
-    """A matrix product's bias as a ``[1, rows, 1]`` column to broadcast over voxels (zeros when absent)."""
-    return (bias if bias is not None else weight.new_zeros(weight.shape[0]))[None, :, None]
 
 
 class PSAPBlock(nn.Module):
