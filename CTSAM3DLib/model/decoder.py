@@ -261,9 +261,8 @@ class SPADE(nn.Module):
             box.append((max(int(nz[0]) - 2 * r, 0), min(int(nz[-1]) + 1 + 2 * r, size[axis])))
         if box and math.prod(hi - lo for lo, hi in box) > self.SPARSE_MAX_FRACTION * size.numel():
             return None
-        conv_shared = self.mlp_shared[0]
-        a0 = torch.relu(conv_shared.bias) if conv_shared.bias is not None else torch.zeros(conv_shared.out_channels)
-        cube = a0.to(prompt.dtype)[None, :, None, None, None].expand(1, -1, 2 * r + 1, 2 * r + 1, 2 * r + 1)
+        _, bias, out_weight, out_bias = self._merged_weights()
+        cube = torch.relu(bias).to(prompt.dtype)[None, :, None, None, None].expand(1, -1, 2 * r + 1, 2 * r + 1, 2 * r + 1)
         index = [torch.cat([torch.arange(r), torch.full((n - 2 * r,), r), torch.arange(r + 1, 2 * r + 1)]) for n in size]
         act = None
         if box:
@@ -271,15 +270,13 @@ class SPADE(nn.Module):
             act = self.mlp_shared(prompt[(slice(None), slice(None), *(slice(a, b) for a, b in ext))])
             zeros = [(r - (lo - a), r - (b - hi)) for (lo, hi), (a, b) in zip(box, ext)]  # beyond the border
             act = F.pad(act, [p for side in reversed(zeros) for p in side])
-        out = []
-        for conv in (self.mlp_gamma, self.mlp_beta):
-            small = conv(cube)
-            full = small[:, :, index[0]][:, :, :, index[1]][:, :, :, :, index[2]]
-            full = full.expand(prompt.shape[0], -1, -1, -1, -1).contiguous()
-            if act is not None:
-                full[(slice(None), slice(None), *(slice(lo, hi) for lo, hi in box))] = conv3d(act, conv.weight, conv.bias)
-            out.append(full)
-        return out[0].add_(1), out[1]
+        small = conv3d(cube, out_weight, out_bias, r)
+        full = small[:, :, index[0]][:, :, :, index[1]][:, :, :, :, index[2]]
+        full = full.expand(prompt.shape[0], -1, -1, -1, -1).contiguous()
+        if act is not None:
+            full[(slice(None), slice(None), *(slice(lo, hi) for lo, hi in box))] = conv3d(act, out_weight, out_bias)
+        scale, shift = full.chunk(2, dim=1)
+        return scale, shift
 
 
 def _bias(conv: nn.Conv3d) -> torch.Tensor:
