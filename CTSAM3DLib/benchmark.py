@@ -343,11 +343,11 @@ def spread_points(image: sitk.Image, n: int) -> list[np.ndarray]:
     grid = ModelGrid.for_image(image)
     chosen = [int(np.argmin(np.linalg.norm(world - world.mean(0), axis=1)))]
     dist = np.linalg.norm(world - world[chosen[0]], axis=1)
-    starts = {planning.centred_start(grid.lps_to_model(world[chosen[0]]))}
+    starts = {planning.new_patch_start(grid.lps_to_model(world[chosen[0]]), grid.shape_xyz)}
     while len(chosen) < n and dist.max() > 0:
         best = int(np.argmax(dist))
         dist = np.minimum(dist, np.linalg.norm(world - world[best], axis=1))
-        start = planning.centred_start(grid.lps_to_model(world[best]))
+        start = planning.new_patch_start(grid.lps_to_model(world[best]), grid.shape_xyz)
         if start not in starts:
             starts.add(start)
             chosen.append(best)

@@ -261,7 +261,7 @@ class Session:
         if start is None and not is_positive:  # a correction: refine the patch that holds it, if one does
             start = planning.patch_for_click(model_pt, list(patches), margin=0)
         is_new = start is None
-        start = start or planning.centred_start(model_pt)
+        start = start or planning.new_patch_start(model_pt, vol.grid.shape_xyz)
         self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
         try:
             n_spread = self._correct(vol, patches, start, model_pt, is_positive)

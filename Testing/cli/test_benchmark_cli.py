@@ -131,7 +131,7 @@ def test_click_points_fall_in_distinct_patches(small_case: tuple[Path, Path]) ->
     image = sitk.ReadImage(str(small_case[0]))
     points = benchmark.spread_points(image, 4)
     grid = ModelGrid.for_image(image)
-    starts = {planning.centred_start(grid.lps_to_model(image.TransformContinuousIndexToPhysicalPoint(p.tolist())))
-              for p in points}
+    starts = {planning.new_patch_start(grid.lps_to_model(image.TransformContinuousIndexToPhysicalPoint(p.tolist())),
+                                       grid.shape_xyz) for p in points}
     assert len(starts) == 4
     assert all(np.all(p >= 0) and np.all(p < np.asarray(image.GetSize())) for p in points)

@@ -47,8 +47,7 @@ class ThresholdOracle:
         return out
 
 
-def _big_sphere(radius_mm: float) -> tuple[sitk.Image, np.ndarray]:
-    shape = (60, 110, 110)
+def _big_sphere(radius_mm: float, shape: tuple[int, int, int] = (60, 110, 110)) -> tuple[sitk.Image, np.ndarray]:
     spacing = (2.0, 2.0, 3.0)
     zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     mask = ((xx - 55) * 2.0) ** 2 + ((yy - 55) * 2.0) ** 2 + ((zz - 30) * 3.0) ** 2 < radius_mm ** 2
@@ -57,9 +56,10 @@ def _big_sphere(radius_mm: float) -> tuple[sitk.Image, np.ndarray]:
     return img, mask
 
 
-def _clicked_sphere(radius_mm: float, oracle: ThresholdOracle, **config: object) -> tuple[Session, np.ndarray]:
+def _clicked_sphere(radius_mm: float, oracle: ThresholdOracle, shape: tuple[int, int, int] = (60, 110, 110),
+                    **config: object) -> tuple[Session, np.ndarray]:
     """A session on `_big_sphere` clicked once at the sphere's centre; returns it and the sphere's mask."""
-    img, gt = _big_sphere(radius_mm)
+    img, gt = _big_sphere(radius_mm, shape)
     s = Session(oracle, SessionConfig(**config))  # type: ignore[arg-type]
     s.set_volume(img)
     s.add_click((55, 55, 30))
@@ -120,6 +120,32 @@ def test_reset_is_undoable(random_predictor: Predictor, sphere_image) -> None:  
     s.reset()
     assert not s.mask().any() and s.clicks() == ()
     assert s.undo() and np.array_equal(s.mask(), before) and len(s.clicks()) == 1
+
+
+def test_a_new_patch_moves_inside_the_scan_and_keeps_its_click_in_its_core() -> None:
+    grid = (200, 150, 40)  # x, y longer than a patch, z shorter
+    m, last = planning.NEW_PATCH_MARGIN, PATCH_SIZE - 1 - planning.NEW_PATCH_MARGIN
+    assert planning.new_patch_start(np.array([100.0, 75.0, 20.0]), grid) == (68, 43, -12)  # centred; z as the scan
+    assert planning.new_patch_start(np.array([0.0, 149.0, 0.0]), grid) == (-m, 149 - last, -m)  # edges: moved in
+    assert planning.new_patch_start(np.array([20.0, 130.0, 39.0]), grid) == (0, 150 - PATCH_SIZE, 39 - last)
+    rng = np.random.default_rng(0)
+    for point in rng.uniform(0, np.asarray(grid) - 1, size=(200, 3)):
+        start = np.asarray(planning.new_patch_start(point, grid))
+        offset = np.round(point) - start
+        assert np.all((offset >= m) & (offset <= last))  # where training puts a click
+        centred = np.round(point) - PATCH_SIZE // 2
+        padding = np.maximum(-start, 0) + np.maximum(start + PATCH_SIZE - np.asarray(grid), 0)
+        assert np.all(padding <= np.maximum(-centred, 0) + np.maximum(centred + PATCH_SIZE - np.asarray(grid), 0))
+
+
+def test_a_click_on_the_last_slice_gets_a_patch_inside_the_scan() -> None:
+    img, _ = _big_sphere(20.0)
+    s = Session(ThresholdOracle(), SessionConfig(use_cpp=False))
+    s.set_volume(img)
+    s.add_click((55, 55, 59))  # the top slice (z = 59 of 60)
+    (start,) = s._vol.targets["default"].snapshot.patches
+    top = s._vol.grid.shape_xyz[2] - 1
+    assert top - start[2] == PATCH_SIZE - 1 - planning.NEW_PATCH_MARGIN  # moved down, the click 16 voxels from the top
 
 
 def test_cpp_stays_home_for_a_small_structure() -> None:
@@ -257,7 +283,7 @@ class BallOracle(ThresholdOracle):
 
 @pytest.mark.parametrize(("depth", "spread"), [(2.0, True), (math.inf, False), (12.0, False)])
 def test_a_positive_click_spreads_into_a_patch_that_still_misses_its_addition(depth: float, spread: bool) -> None:
-    s, _ = _clicked_sphere(75.0, BallOracle(), cpp_mode="geometric", spread_positive_depth=depth)
+    s, _ = _clicked_sphere(75.0, BallOracle(), (60, 110, 140), cpp_mode="geometric", spread_positive_depth=depth)
     (u,) = s._vol.targets["default"].snapshot.patches  # a ball of radius 12 at U's centre: no CPP
     to_lps = s._vol.grid.model_to_lps
     s.add_click(tuple(to_lps(np.asarray(u) + (76, 32, 32))), frame="lps")  # outside U: a new patch V 44 voxels on
