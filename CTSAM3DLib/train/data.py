@@ -22,7 +22,8 @@ uniformly among the volume's structures. For a structure:
 
 1. U's first click is `first_click` on the whole structure (the shared click simulator);
    U is centred on it, shifted by up to ``center_jitter`` voxels, as a first click at inference
-   opens a patch centred on the click.
+   opens a patch centred on the click (moved by up to 16 voxels near the scan's edge,
+   `planning.new_patch_start`).
 2. V is U's neighbour at 48 voxels (the engine's CPP stride) towards a random one of the 26
    directions in which the structure continues, plus up to ``neighbour_jitter`` voxels; a
    structure that stays inside U gets a V shifted by a few voxels instead. Both contain it.
