@@ -4,10 +4,11 @@ Policy (documented in README "How CPP expansion works"):
 - A click inside the core of an existing patch of the target (at least ``CORE_MARGIN``
   voxels from its border) refines that patch; otherwise a positive click gets a new patch
   centred on it, moved inside the scan where it would reach past the scan's edge (the click
-  stays ``NEW_PATCH_MARGIN`` voxels inside; `new_patch_start`). A positive click then expands (CPP) from its patch into uncovered neighbours
-  its mask reaches, a re-click included; a negative click refines the existing patch that
-  holds it nearest its centre: it corrects a leak, so it never opens new patches. Every other
-  patch that holds the click and predicts it wrongly is refined with it (``disagreeing``).
+  stays ``NEW_PATCH_MARGIN`` voxels inside; `new_patch_start`). A positive click then expands
+  (CPP) from its patch into uncovered neighbours its mask reaches, a re-click included; a
+  negative click refines the existing patch that holds it nearest its centre: it corrects a
+  leak, so it never opens new patches. Every other patch that holds the click and predicts it
+  wrongly is refined with it (``disagreeing``).
 - A click's correction spreads: where the region a click added to a patch (positive) or removed
   from it (negative) reaches into another patch that still calls it the other way (at least
   ``min_depth`` voxels deep in the slab they share), that patch gets a click of the same sign at
