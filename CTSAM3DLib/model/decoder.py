@@ -144,9 +144,9 @@ class UpBlock(nn.Module):
         shift = (conv.bias - conv.bias.mean()).repeat(8)[:, None]
         gamma, beta, head = (v.reshape(1, cout, 1) for v in (norm.weight, norm.bias, weight))
         parts = []
-        for item in x.reshape(b, cin, d * h * w):
-            for chunk in item.split(_PROJECT_CHUNK, dim=1):
-                centred = torch.addmm(shift, rows, chunk).view(8, cout, -1)
+        for item in x.permute(0, 2, 3, 4, 1).reshape(b, d * h * w, cin):  # a view when x is channels-last
+            for chunk in item.split(_PROJECT_CHUNK, dim=0):
+                centred = torch.addmm(shift, rows, chunk.t()).view(8, cout, -1)
                 scale = torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + norm.eps)
                 parts.append((F.gelu(torch.addcmul(beta, centred * scale, gamma)) * head).sum(dim=1))
         out = torch.cat(parts, dim=1).view(2, 2, 2, b, d, h, w).permute(3, 4, 0, 5, 1, 6, 2)
@@ -237,6 +237,28 @@ class SPADE(nn.Module):
         scale, shift = mod.view(b, -1, *prompt.shape[2:]).chunk(2, dim=1)
         return scale, shift
 
+    def forward_rows(self, rows: torch.Tensor, prompt_rows: torch.Tensor) -> torch.Tensor:
+        """A kernel-1 SPADE on one item's voxel rows: ``rows [V, C]``, ``prompt_rows [V, prompt channels]``.
+
+        Same result (to float rounding) as `forward` on the channels-last map the rows view. The
+        instance norm's mean m and inverse deviation r are folded into the output matrix products
+        (``(x - m) * r * scale + shift = x * (r * scale) + (shift - m * r * scale)``, both linear in
+        the hidden map), and its sums are matrix products too (a column sum and the Gram matrix's
+        diagonal), so no pass over the map runs besides the four products and one ``addcmul``.
+        """
+        n = rows.shape[0]
+        weight, bias, out_weight, out_bias = self._merged_weights()
+        act = torch.relu(torch.addmm(bias, prompt_rows, weight.flatten(1).t()))
+        mean = torch.mv(rows.t(), rows.new_ones(n)) / n
+        var = (torch.mm(rows.t(), rows).diagonal() / n - mean.square()).clamp_min(0)
+        inv = torch.rsqrt(var + self.norm.eps)
+        w_scale, w_shift = out_weight.flatten(1).t().chunk(2, dim=1)  # [hidden, C] each
+        b_scale, b_shift = out_bias.chunk(2)
+        mult = w_scale * inv
+        scale = torch.addmm(b_scale * inv, act, mult)
+        shift = torch.addmm(b_shift - b_scale * inv * mean, act, w_shift - mult * mean)
+        return torch.addcmul(shift, rows, scale)
+
     def _sparse_modulation(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(1 + gamma, beta)`` equal to the dense ones (to float rounding), or None when not worth it.
 
@@ -295,8 +317,32 @@ class PSAPBlock(nn.Module):
         self.conv_1 = Conv3d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        if self.norm_0.pad == 0 and x.device.type == "cpu":
+            return self._forward_channels_last(x, prompt)
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, prompt), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, prompt), 0.2))
+        return x + dx
+
+    def _forward_channels_last(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """`forward` with kernel-1 modulation, computed channels-last; returns a channels-last map.
+
+        The compact decoder's 32^3 stage: its two 16-channel k3 convolutions run 2x faster on CPU
+        channels-last (oneDNN), and the modulation and instance norm then run on voxel rows
+        (`SPADE.forward_rows`) without a layout copy. Same result to float rounding.
+        """
+        b, c, *size = x.shape
+        if list(prompt.shape[2:]) != size:
+            prompt = F.interpolate(prompt, size=size, mode="trilinear", align_corners=False)
+        prompt_rows = prompt.flatten(2).transpose(1, 2)  # [B, V, prompt channels], a view
+
+        def modulated(norm: SPADE, t: torch.Tensor) -> torch.Tensor:  # channels-last in and out
+            rows = t.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # a view when t is channels-last
+            out = torch.stack([norm.forward_rows(r, p) for r, p in zip(rows, prompt_rows)]) if b > 1 \
+                else norm.forward_rows(rows[0], prompt_rows[0])[None]
+            return F.leaky_relu(out, 0.2).view(b, *size, c).permute(0, 4, 1, 2, 3)
+
+        dx = conv3d(modulated(self.norm_0, x), self.conv_0.weight, self.conv_0.bias, 1, channels_last=True)
+        dx = conv3d(modulated(self.norm_1, dx), self.conv_1.weight, self.conv_1.bias, 1, channels_last=True)
         return x + dx
 
 

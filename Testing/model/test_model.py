@@ -164,6 +164,37 @@ def test_up_block_matches_its_transposed_convolution(cin: int, cout: int, batch:
     assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grad_fast, grad_ref))
 
 
+@pytest.mark.parametrize(("batch", "prompt_channels", "layout"),
+                         [(1, 5, torch.channels_last_3d), (2, 3, torch.contiguous_format), (2, 5, torch.channels_last_3d)])
+def test_channels_last_block_matches_the_reference(batch: int, prompt_channels: int, layout: torch.memory_format) -> None:
+    """A kernel-1 PSAP block on CPU (channels-last, norm folded into the modulation) equals SPADE + conv, gradients too."""
+    import torch.nn.functional as F
+
+    from CTSAM3DLib.model.decoder import PSAPBlock
+
+    torch.manual_seed(batch + prompt_channels)
+    block = PSAPBlock(16, 8, 1, prompt_channels)
+    for p in block.parameters():
+        p.data.normal_(0.0, 0.3)  # non-trivial biases and a norm input far from zero mean
+    x = (torch.randn(batch, 16, 6, 8, 10) * 2 + 3).contiguous(memory_format=layout).requires_grad_()
+    prompt = torch.rand(batch, prompt_channels, 12, 16, 20)  # resized to x's grid inside
+    fast = block(x, prompt)
+
+    def reference() -> torch.Tensor:
+        dx = block.conv_0(F.leaky_relu(block.norm_0(x, prompt), 0.2))
+        return x + block.conv_1(F.leaky_relu(block.norm_1(dx, prompt), 0.2))
+
+    ref = reference()
+    assert fast.shape == ref.shape == (batch, 16, 6, 8, 10)
+    assert fast.is_contiguous(memory_format=layout)  # channels-last in, channels-last out: no copy
+    assert torch.allclose(fast, ref, atol=1e-4, rtol=1e-4)
+    params = [x, *block.parameters()]
+    grad_fast = torch.autograd.grad(fast.square().sum(), params)
+    grad_ref = torch.autograd.grad(ref.square().sum(), params)
+    # to float rounding of each gradient's scale (conv_0's bias gets none: the norm after it removes it)
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-2 for a, b in zip(grad_fast, grad_ref))
+
+
 @pytest.mark.parametrize(("batch", "chunk"), [(1, 8192), (2, 7)])
 def test_projected_up_block_matches_the_block_and_a_1x1_head(batch: int, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fused upsampling + 1x1 head equals ConvTranspose3d + LayerNorm + GELU + Conv3d k1, gradients too."""
