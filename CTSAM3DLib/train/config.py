@@ -105,6 +105,9 @@ class TrainConfig:
         splits: dataset splits used for training (subjects without a split are always used).
         exclude_structures: structure-name patterns (fnmatch) never sampled, pseudo-structures
             included (``pseudo_<band>_<n>``: e.g. ``pseudo_soft_*`` keeps only the other HU bands).
+        emphasis_structures: structure-name patterns (fnmatch) drawn ``emphasis_factor`` times as
+            often as their size-biased share, e.g. structures the network still fits poorly.
+        emphasis_factor: that multiplier (1: no emphasis).
         seed: master seed (model init, sampling, clicks, augmentation).
         threads: torch CPU threads per process; 0 = auto: the cores not busy with other work
             (1-minute load average) divided among this node's processes. Fix it for bit-exact
@@ -163,6 +166,8 @@ class TrainConfig:
     pseudo_supervoxel_mm: tuple[float, ...] = ()
     splits: tuple[str, ...] = ("train",)
     exclude_structures: tuple[str, ...] = ()
+    emphasis_structures: tuple[str, ...] = ()
+    emphasis_factor: float = 1.0
     seed: int = 0
     threads: int = 0
     log_every: int = 10
@@ -187,6 +192,7 @@ class TrainConfig:
                      "neighbour_jitter"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.lr > 0, f"lr must be positive, got {self.lr}")
+        need(0 < self.emphasis_factor < float("inf"), f"emphasis_factor must be positive, got {self.emphasis_factor}")
         need(0 < self.warmup_start_factor <= 1, "warmup_start_factor must be in (0, 1]")
         need(0 < self.lr_decay_factor <= 1, "lr_decay_factor must be in (0, 1]")
         need(all(s > 0 for s in self.lr_decay_steps), "lr_decay_steps must be positive step numbers")

@@ -451,14 +451,19 @@ class PairSampler:
                              "smaller than min_structure_voxels or excluded.")
 
     def _eligible(self, structures: Sequence[StructureInfo]) -> tuple[list[int], np.ndarray | None]:
-        """Indices large enough (and not excluded) and their draw probabilities (size-biased)."""
+        """Indices large enough (and not excluded) and their draw probabilities (size-biased, emphasised)."""
         cfg = self.config
+
+        def matches(name: str, patterns: Sequence[str]) -> bool:
+            return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
         keep = [k for k, st in enumerate(structures) if st.voxels >= cfg.min_structure_voxels
-                and not any(fnmatch.fnmatchcase(st.name, p) for p in cfg.exclude_structures)]
+                and not matches(st.name, cfg.exclude_structures)]
         if not keep:
             return keep, None
         sized = np.array([structures[k].voxels for k in keep], dtype=np.float64) ** cfg.size_power
         p = cfg.size_bias * sized / sized.sum() + (1.0 - cfg.size_bias) / len(keep)
+        p *= [cfg.emphasis_factor if matches(structures[k].name, cfg.emphasis_structures) else 1.0 for k in keep]
         return keep, p / p.sum()
 
     @property

@@ -163,6 +163,19 @@ def test_size_bias_prefers_large_structures(synthetic_data: Path, tmp_path: Path
     assert names[int(np.argmax(biased.probs[0]))] == "big" and biased.probs[0].max() > 0.9
 
 
+def test_emphasis_multiplies_a_structures_share(synthetic_data: Path, tmp_path: Path) -> None:
+    _, cached, _ = _cache(synthetic_data, tmp_path / "cache")
+    plain = PairSampler(cached, TrainConfig(size_bias=0.0))
+    emphasised = PairSampler(cached, TrainConfig(size_bias=0.0, emphasis_structures=("sm*",), emphasis_factor=4.0))
+    names = [cached[0].structures[k].name for k in plain.choices[0]]
+    odds = emphasised.probs[0] / plain.probs[0]
+    small = names.index("small")
+    np.testing.assert_allclose(odds / odds[(small + 1) % len(names)], [4.0 if n == "small" else 1.0 for n in names])
+    assert emphasised.probs[0].sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="emphasis_factor must be positive"):
+        TrainConfig(emphasis_factor=0.0)
+
+
 def test_no_structure_left_is_an_error(synthetic_data: Path, tmp_path: Path) -> None:
     _, cached, _ = _cache(synthetic_data, tmp_path / "cache")
     with pytest.raises(ValueError, match="No training structure left"):
