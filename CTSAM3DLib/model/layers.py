@@ -18,8 +18,8 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad
            groups: int = 1, channels_last: bool = False) -> torch.Tensor:
     """``F.conv3d`` (zero padding) that always uses oneDNN for CPU float32 inputs.
 
-    ``channels_last``: convolve in that layout (input, weight and output); oneDNN runs narrow
-    maps such as the compact decoder's 16-channel 32^3 stage faster so, wide ones slower.
+    ``channels_last``: convolve in that layout (input, weight and output). oneDNN runs narrow maps
+    (the compact decoder's 16-channel 32^3 stage) faster in it and wide ones slower, so callers ask.
     """
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
