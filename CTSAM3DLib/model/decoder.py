@@ -14,6 +14,7 @@ a 1x1 head at 64^3 (see ``DecoderConfig.compact()``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,13 @@ class DecoderConfig:
         """Our CPU decoder: narrow, k3 modulation up to 16^3, 1x1 at 32^3, 1x1 head."""
         return DecoderConfig((16, 32, 64, 128), (128, 128, 64, 32, 16), (64, 32, 16, 16, 8),
                              (32, 32, 32, 16, 16), (3, 3, 3, 3, 1), 1, False, prompt_channels, geodesic_skip)
+
+
+def prompt_on_grid(prompt: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The prompt ``[B, C, 64, 64, 64]`` on a decoder stage's grid (trilinear; itself when it fits)."""
+    if tuple(prompt.shape[2:]) == tuple(size):
+        return prompt
+    return F.interpolate(prompt, size=tuple(size), mode="trilinear", align_corners=False)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -187,8 +195,7 @@ class SPADE(nn.Module):
         self.mlp_beta = Conv3d(hidden, channels, kernel, padding=pad)
 
     def forward(self, x: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-        if prompt.shape[2:] != x.shape[2:]:
-            prompt = F.interpolate(prompt, size=x.shape[2:], mode="trilinear", align_corners=False)
+        prompt = prompt_on_grid(prompt, x.shape[2:])
         mod = None
         if self.pad == 0:
             mod = self._pointwise_modulation(prompt)
@@ -332,9 +339,7 @@ class PSAPBlock(nn.Module):
         (`SPADE.forward_rows`) without a layout copy. Same result to float rounding.
         """
         b, c, *size = x.shape
-        if list(prompt.shape[2:]) != size:
-            prompt = F.interpolate(prompt, size=size, mode="trilinear", align_corners=False)
-        prompt_rows = prompt.flatten(2).transpose(1, 2)  # [B, V, prompt channels], a view
+        prompt_rows = prompt_on_grid(prompt, size).flatten(2).transpose(1, 2)  # [B, V, prompt channels], a view
 
         def modulated(norm: SPADE, t: torch.Tensor) -> torch.Tensor:  # channels-last in and out
             rows = t.permute(0, 2, 3, 4, 1).reshape(b, -1, c)  # a view when t is channels-last
@@ -406,9 +411,7 @@ class PSAPDecoder(nn.Module):
         def prompt_at(x: torch.Tensor) -> torch.Tensor:  # the prompt at a stage's size, resized once per pass
             size = tuple(x.shape[2:])
             if size not in resized:
-                same = size == tuple(prompt.shape[2:])
-                resized[size] = prompt if same else F.interpolate(prompt, size=size, mode="trilinear",
-                                                                  align_corners=False)
+                resized[size] = prompt_on_grid(prompt, size)
             return resized[size]
 
         x = self.spade1(f4, prompt_at(f4))
