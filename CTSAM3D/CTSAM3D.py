@@ -622,7 +622,7 @@ class CTSAM3DTest(ScriptedLoadableModuleTest):
 
         referenceDir = bundled.resources_dir() / "sample" / "reference"
         specPath = referenceDir / "clicks.json"
-        self.assertTrue(specPath.is_file(), f"{specPath} is missing: run Testing/slicer_module/make_reference_masks.py")
+        self.assertTrue(specPath.is_file(), f"{specPath} is missing: run scripts/slicer/make_reference_masks.py")
         spec = json.loads(specPath.read_text())
         volume = slicer.util.loadVolume(str(bundled.sample_dir() / "ct.nii.gz"))
         reference = slicer.util.loadSegmentation(str(referenceDir / spec["segmentation"]))

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from CTSAM3DLib.benchmark import DEFAULT_MODELS, REFERENCE_VARIANT, run_benchmark
+from CTSAM3DLib.benchmarks.latency import DEFAULT_MODELS, REFERENCE_VARIANT, run_benchmark
 from CTSAM3DLib.cli.segment import parse_window
 from CTSAM3DLib.io.atomic import atomic_write_text
 from CTSAM3DLib.model.build import VARIANTS

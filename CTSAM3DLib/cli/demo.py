@@ -8,7 +8,7 @@ from pathlib import Path
 from CTSAM3DLib import bundled
 from CTSAM3DLib.api import load_model
 from CTSAM3DLib.cli.segment import add_model_args
-from CTSAM3DLib.demo import check_demo_output, run_demo
+from CTSAM3DLib.eval.demo import check_demo_output, run_demo
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

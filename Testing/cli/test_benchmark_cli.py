@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from CTSAM3DLib import benchmark
+from CTSAM3DLib.benchmarks import latency as benchmark
 from CTSAM3DLib.cli.main import main
 from CTSAM3DLib.engine import planning
 from CTSAM3DLib.geometry.model_space import ModelGrid

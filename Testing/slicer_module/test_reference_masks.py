@@ -1,4 +1,4 @@
-"""make_reference_masks.py, then the Slicer self-test's reference comparison, on slicer-core (slow: a real model).
+"""scripts/slicer/make_reference_masks.py, then the Slicer self-test's reference comparison, on slicer-core (slow: a real model).
 
 The script writes a .seg.nrrd and clicks.json; ``CTSAM3DTest.test_reference_masks`` (the module's own
 code, run with stand-ins for Slicer's Qt parts) replays them on a fresh scene and asks Dice >= 0.99.
@@ -20,6 +20,7 @@ SAMPLE = REPO / "Resources" / "sample" / "abdomen_pelvis"
 
 @pytest.mark.slow
 def test_reference_masks_are_reproduced_by_the_self_test(scene, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts" / "slicer"))
     import make_reference_masks
     import torch
     from mrml_test_support import import_module_with_stand_ins

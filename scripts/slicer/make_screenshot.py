@@ -6,7 +6,7 @@ on the bundled sample CT. Then draws axial, coronal and sagittal slices through 
 with matplotlib: CT in a soft-tissue window, each segment in the colour Slicer gave it, the include
 points in the module's green. Usage::
 
-    python Testing/slicer_module/make_screenshot.py [--output PATH]
+    python scripts/slicer/make_screenshot.py [--output PATH]
 """
 
 from __future__ import annotations
@@ -98,5 +98,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "Testing" / "slicer_module"))  # mrml_test_support
     sys.exit(main())

@@ -13,7 +13,7 @@ timed is:
   2 CPU cores;
 * once per session: the volume node -> engine conversion (arrayFromVolume copy + IJKToRAS).
 
-Run: ``python Testing/slicer_module/benchmark_click_overhead.py [--threads 2] [--clicks 20] [--json out.json]``.
+Run: ``python scripts/slicer/benchmark_click_overhead.py [--threads 2] [--clicks 20] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SPACING_MM = (0.98, 0.98, 2.0)
 def benchmark_click_overhead(clicks: int = 20, seed: int = 0) -> dict:
     """Time ``clicks`` clicks (two segments, alternating, each around its own "organ") on a synthetic
     512 x 512 x 141 CT; returns ms statistics."""
-    from mrml_test_support import (  # this script's folder: on sys.path when run as a script or under pytest
+    from mrml_test_support import (  # Testing/slicer_module: put on sys.path by __main__ or pytest
         StubPredictor,
         affine,
         headless_scene,
@@ -100,4 +100,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "Testing" / "slicer_module"))  # mrml_test_support
     sys.exit(main())

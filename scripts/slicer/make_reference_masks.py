@@ -12,8 +12,8 @@ the TotalSegmentator mask's boundary or the scan's edge: the evaluation protocol
 voxel, ``prompts.simulate.deepest_click``), found on the grid Slicer loads,
 so the clicks are the same in Slicer. Usage (after the default weights exist and their SHA-256 is recorded)::
 
-    python Testing/slicer_module/make_reference_masks.py            # bundled weights, CPU
-    python Testing/slicer_module/make_reference_masks.py --checkpoint other.pt --output ref_out  # try it out
+    python scripts/slicer/make_reference_masks.py            # bundled weights, CPU
+    python scripts/slicer/make_reference_masks.py --checkpoint other.pt --output ref_out  # try it out
 """
 
 from __future__ import annotations
@@ -110,4 +110,5 @@ def _ijk_to_ras(volume_node):
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "Testing" / "slicer_module"))  # mrml_test_support
     sys.exit(main())

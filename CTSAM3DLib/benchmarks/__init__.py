@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers: latency, memory and training throughput (``ctsam3d benchmark``)."""
