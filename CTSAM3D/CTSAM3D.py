@@ -1,7 +1,7 @@
 """CTSAM3D: click-prompted 3-D segmentation of CT (CT-SAM3D) in 3D Slicer.
 
 The module is thin. The widget wires the UI; ``CTSAM3DLogic`` adds Slicer's base class to the
-Qt-free ``CTSAM3DLib.mrml_bridge.BridgeLogic`` (imported on first use, after PyTorch is there),
+Qt-free ``CTSAM3DLib.mrml.logic.BridgeLogic`` (imported on first use, after PyTorch is there),
 which converts MRML <-> engine, owns the session and writes only the changed box of a segment.
 Inference runs on one worker thread; results are committed to the scene on the main thread.
 """
@@ -33,7 +33,7 @@ except ImportError as _error:
     raise ImportError(
         "CTSAM3D.py is a 3D Slicer module and runs only inside 3D Slicer: it needs Slicer's Python (qt, "
         f"slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper); here: {_error}. Outside Slicer use "
-        "CTSAM3DLib (CLI and Python API) or CTSAM3DLib.mrml_bridge with the slicer-core wheel."
+        "CTSAM3DLib (CLI and Python API) or CTSAM3DLib.mrml with the slicer-core wheel."
     ) from _error
 try:
     if sys.version_info < (3, 10):
@@ -52,7 +52,7 @@ TORCH_REQUIREMENT = f">={TORCH_MINIMUM}"
 # releases the GIL. Slicer's main thread holds the GIL while idle in Qt's event loop, so this wait is the
 # time the worker gets to run (an 80 % share); events are still served at least every 40 ms.
 POLL_INTERVAL_MS, POLL_WAIT_S = 10, 0.04
-# Public names of CTSAM3DLib.mrml_bridge.BridgeLogic that CTSAM3DLogic exposes (the scripting API).
+# Public names of CTSAM3DLib.mrml.logic.BridgeLogic that CTSAM3DLogic exposes (the scripting API).
 DELEGATED_TO_BRIDGE = frozenset({"segment", "session", "load_model", "set_predictor", "configure", "available_devices",
                                  "worker", "cancel", "close_session", "predictor", "config", "overwrite"})
 
@@ -123,7 +123,7 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: CTSAM3DLogic | None = None
         self._parameterNode: CTSAM3DParameterNode | None = None
         self._parameterNodeGuiTag = None
-        self._prompts = None  # CTSAM3DLib.mrml_bridge.PromptMarkups once started
+        self._prompts = None  # CTSAM3DLib.mrml.markups.PromptMarkups once started
         self._isPositive = True
         self._dependenciesChecked = False
         self._shortcuts: list[Any] = []
@@ -248,7 +248,7 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.segmentId = session.add_segment()
                 self.ui.segmentSelector.setCurrentSegmentID(self._parameterNode.segmentId)
             if self._prompts is None:
-                from CTSAM3DLib.mrml_bridge import PromptMarkups
+                from CTSAM3DLib.mrml.markups import PromptMarkups
 
                 self._prompts = PromptMarkups(slicer.mrmlScene, self.onPoint)
             self._restoreSegment()
@@ -374,7 +374,7 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showErrors(self, errors: list[BaseException]) -> None:
         """One status line and at most one dialog for all jobs that failed in one poll."""
-        from CTSAM3DLib.mrml_bridge import ClickCancelled
+        from CTSAM3DLib.mrml.jobs import ClickCancelled
 
         messages = list(dict.fromkeys(str(e) for e in errors if not isinstance(e, ClickCancelled)))
         self.ui.statusLabel.text = f"Error: {messages[-1]}" if messages else "Cancelled: the segment is unchanged."
@@ -530,7 +530,7 @@ def missingRequirements(requirementsPath: str) -> list[str]:
 
 
 class CTSAM3DLogic(ScriptedLoadableModuleLogic):
-    """Slicer's face of ``CTSAM3DLib.mrml_bridge.BridgeLogic`` (Qt-free), created on first use.
+    """Slicer's face of ``CTSAM3DLib.mrml.logic.BridgeLogic`` (Qt-free), created on first use.
 
     Scripting API (Python console), all delegated to ``BridgeLogic``::
 
@@ -551,7 +551,7 @@ class CTSAM3DLogic(ScriptedLoadableModuleLogic):
     def core(self) -> Any:
         """The ``BridgeLogic`` (imports CTSAM3DLib and PyTorch on first use)."""
         if self._core is None:
-            from CTSAM3DLib.mrml_bridge import BridgeLogic
+            from CTSAM3DLib.mrml.logic import BridgeLogic
 
             self._core = BridgeLogic()
         return self._core
@@ -591,7 +591,8 @@ class CTSAM3DTest(ScriptedLoadableModuleTest):
         import torch
 
         from CTSAM3DLib import Predictor, build_model
-        from CTSAM3DLib.mrml_bridge import PromptMarkups, local_to_world
+        from CTSAM3DLib.mrml.geometry import local_to_world
+        from CTSAM3DLib.mrml.markups import PromptMarkups
 
         ijkToRas = np.array([[0.0, -0.9, 0.0, 20.0], [1.1, 0.0, 0.0, -10.0], [0.0, 0.0, -2.0, 35.0], [0, 0, 0, 1]])
         array = np.random.default_rng(0).normal(0, 50, (30, 40, 50)).astype(np.int16)

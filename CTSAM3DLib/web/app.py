@@ -47,7 +47,7 @@ class CTSAM3DWebApp(TrameApp):
         from trame_slicer.rca_view import register_rca_factories
         from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
-        from CTSAM3DLib.mrml_bridge import BridgeLogic
+        from CTSAM3DLib.mrml.logic import BridgeLogic
 
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server)
@@ -176,7 +176,7 @@ class CTSAM3DWebApp(TrameApp):
         self._guarded(self._load_model)  # a new device closes the session; clicks replay from the segments
 
     def _on_show_3d(self, show_3d: bool, **_: Any) -> None:
-        from CTSAM3DLib.mrml_bridge import show_3d as show_surfaces
+        from CTSAM3DLib.mrml.segments import show_3d as show_surfaces
 
         if self.workspace.segmentation_node is not None:
             show_surfaces(self.workspace.segmentation_node, bool(show_3d))
@@ -220,7 +220,7 @@ class CTSAM3DWebApp(TrameApp):
             self._show_error(exc)
 
     def _show_error(self, error: BaseException) -> None:
-        from CTSAM3DLib.mrml_bridge import ClickCancelled
+        from CTSAM3DLib.mrml.jobs import ClickCancelled
 
         if isinstance(error, ClickCancelled):
             self.state.status = "Cancelled: the segment is unchanged."
@@ -245,7 +245,7 @@ class CTSAM3DWebApp(TrameApp):
         volume = self.workspace.volume_node
         if volume is None or not crosshair.GetCursorPositionRAS(ras):
             return
-        from CTSAM3DLib.mrml_bridge import ijk_to_ras_matrix, world_to_local
+        from CTSAM3DLib.mrml.geometry import ijk_to_ras_matrix, world_to_local
 
         local = world_to_local(volume, np.asarray(ras))[0]
         ijk = np.linalg.solve(ijk_to_ras_matrix(volume), [*local, 1.0])[:3]

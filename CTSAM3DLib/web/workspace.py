@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from CTSAM3DLib.mrml_bridge import BridgeLogic, JobResult, PromptMarkups, SegmentationSession
+from CTSAM3DLib.mrml.logic import BridgeLogic
+from CTSAM3DLib.mrml.markups import PromptMarkups
+from CTSAM3DLib.mrml.session import SegmentationSession
+from CTSAM3DLib.mrml.worker import JobResult
 from CTSAM3DLib.web import inputs
 
 # CT window presets: name -> (window, level) in HU.

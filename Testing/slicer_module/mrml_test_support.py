@@ -129,7 +129,7 @@ def make_segmentation_node(scene: Any, name: str = "Segmentation") -> Any:
 
 def world_of_voxel(volume_node: Any, ijk: tuple[float, float, float]) -> np.ndarray:
     """World RAS of voxel (i, j, k) of a volume node, its parent transforms applied."""
-    from CTSAM3DLib.mrml_bridge import ijk_to_ras_matrix, local_to_world
+    from CTSAM3DLib.mrml.geometry import ijk_to_ras_matrix, local_to_world
 
     local = ijk_to_ras_matrix(volume_node) @ np.array([*ijk, 1.0])
     return local_to_world(volume_node, local[:3])[0]
@@ -152,7 +152,7 @@ def segment_internal_array(segmentation_node: Any, segment_id: str, volume_node:
     import vtk
     from vtk.util import numpy_support
 
-    from CTSAM3DLib.mrml_bridge import labelmap_geometry
+    from CTSAM3DLib.mrml.geometry import labelmap_geometry
 
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())

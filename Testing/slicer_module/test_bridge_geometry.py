@@ -35,7 +35,7 @@ TRANSFORM_B = affine(rotation((1.0, 0.0, 0.0), -15.0), (-4.0, 9.0, 2.0))
 
 
 def _click_and_check(scene, volume_node, segmentation_node, predictor):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     session = SegmentationSession(volume_node, segmentation_node, predictor)
     point_world = world_of_voxel(volume_node, TARGET_IJK)
@@ -81,7 +81,8 @@ def test_segmentation_under_its_own_transform(scene, stub_predictor):
 
 def test_markups_under_a_transform_use_world_coordinates(scene, stub_predictor):
     """A point placed in a transformed markups node counts where it is shown (its world position)."""
-    from CTSAM3DLib.mrml_bridge import PromptMarkups, SegmentationSession
+    from CTSAM3DLib.mrml.markups import PromptMarkups
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     volume = make_volume_node(scene, synthetic_ct(SHAPE_ZYX), GEOMETRIES["flipped_oblique"])
     session = SegmentationSession(volume, make_segmentation_node(scene), stub_predictor)
@@ -97,7 +98,7 @@ def test_real_model_click_is_written_voxel_exact(scene, volume_node, segmentatio
     import torch
 
     from CTSAM3DLib import Predictor, SessionConfig, build_model
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     torch.manual_seed(0)
     predictor = Predictor(build_model("compact"), "compact", (-1000.0, 1000.0))
@@ -109,7 +110,7 @@ def test_real_model_click_is_written_voxel_exact(scene, volume_node, segmentatio
 
 
 def test_click_outside_the_volume_is_refused(scene, stub_predictor, volume_node, segmentation_node):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     session = SegmentationSession(volume_node, segmentation_node, stub_predictor)
     with pytest.raises(ValueError, match="outside the image"):

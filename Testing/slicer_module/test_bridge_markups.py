@@ -11,7 +11,8 @@ from mrml_test_support import segment_internal_array, world_of_voxel
 @pytest.fixture
 def wired(scene, volume_node, segmentation_node, stub_predictor):
     """A session, a segment, and prompt markups whose points click into that segment (synchronously)."""
-    from CTSAM3DLib.mrml_bridge import PromptMarkups, SegmentationSession
+    from CTSAM3DLib.mrml.markups import PromptMarkups
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     session = SegmentationSession(volume_node, segmentation_node, stub_predictor)
     segment_id = session.add_segment()
@@ -21,7 +22,7 @@ def wired(scene, volume_node, segmentation_node, stub_predictor):
 
 
 def test_nodes_are_green_and_red(wired):
-    from CTSAM3DLib.mrml_bridge import NEGATIVE_COLOR, POSITIVE_COLOR
+    from CTSAM3DLib.mrml.markups import NEGATIVE_COLOR, POSITIVE_COLOR
 
     _, _, prompts = wired
     np.testing.assert_allclose(prompts.positive_node.GetDisplayNode().GetSelectedColor(), POSITIVE_COLOR)
@@ -82,7 +83,9 @@ def test_show_redraws_without_clicking(wired, volume_node):
 
 def test_markups_through_the_worker(scene, volume_node, segmentation_node, stub_predictor):
     """The widget's path: event -> prepare on the main thread -> engine on the worker -> commit in poll."""
-    from CTSAM3DLib.mrml_bridge import ClickWorker, PromptMarkups, SegmentationSession
+    from CTSAM3DLib.mrml.markups import PromptMarkups
+    from CTSAM3DLib.mrml.session import SegmentationSession
+    from CTSAM3DLib.mrml.worker import ClickWorker
 
     session = SegmentationSession(volume_node, segmentation_node, stub_predictor)
     segment_id = session.add_segment()

@@ -11,7 +11,7 @@ CLICKS = (((20, 24, 20), True), ((24, 24, 20), False), ((34, 30, 22), True))
 
 
 def _segment_with_clicks(volume_node, segmentation_node, predictor):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     session = SegmentationSession(volume_node, segmentation_node, predictor)
     segment_id = session.add_segment("liver")
@@ -46,7 +46,8 @@ def _reload(url=None, mrb=None):
 
 
 def _check_restored(volume, segmentation, segment_id, other, states, original_clicks):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession, read_clicks
+    from CTSAM3DLib.mrml.segments import read_clicks
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     stored, labels = read_clicks(segmentation.GetSegmentation().GetSegment(segment_id))
     assert labels == (True, False, True) and len(stored) == 3
@@ -74,7 +75,7 @@ def test_prompts_survive_mrml_save_and_reload(scene, volume_node, tmp_path):
 
 
 def test_prompts_survive_mrb_and_the_next_click_replays_them(scene, volume_node, tmp_path):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     segmentation = make_segmentation_node(scene)
     _, segment_id, _, states = _segment_with_clicks(volume_node, segmentation, StubPredictor())
@@ -88,7 +89,7 @@ def test_prompts_survive_mrb_and_the_next_click_replays_them(scene, volume_node,
 
 
 def test_tag_follows_undo_and_reset(scene, volume_node):
-    from CTSAM3DLib.mrml_bridge import read_clicks
+    from CTSAM3DLib.mrml.segments import read_clicks
 
     segmentation = make_segmentation_node(scene)
     session, segment_id, _, _ = _segment_with_clicks(volume_node, segmentation, StubPredictor())
@@ -100,7 +101,8 @@ def test_tag_follows_undo_and_reset(scene, volume_node):
 
 
 def test_unreadable_tag_is_reported(scene, volume_node):
-    from CTSAM3DLib.mrml_bridge import CLICKS_TAG, SegmentationSession
+    from CTSAM3DLib.mrml.segments import CLICKS_TAG
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     segmentation = make_segmentation_node(scene)
     session = SegmentationSession(volume_node, segmentation, StubPredictor())

@@ -17,7 +17,7 @@ INSIDE, EDGE = (20, 30, 20), (28, 30, 20)  # voxels (i, j, k): the block's middl
 
 @pytest.fixture
 def session(scene, stub_predictor):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     volume = make_volume_node(scene, synthetic_ct(SHAPE_ZYX), IJK_TO_RAS)
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")  # as a node selector makes it: no display
@@ -136,7 +136,7 @@ def test_the_result_is_visible(session):
 
 
 def test_show_3d(session):
-    from CTSAM3DLib.mrml_bridge import show_3d
+    from CTSAM3DLib.mrml.segments import show_3d
 
     segment_id = session.add_segment()
     _click(session, segment_id, INSIDE)

@@ -30,7 +30,7 @@ def big_volume(scene):
 
 @pytest.fixture
 def session(scene, big_volume, stub_predictor):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     return SegmentationSession(big_volume, make_segmentation_node(scene), stub_predictor)
 
@@ -57,7 +57,8 @@ def _import_labelmap(scene, session, labels_zyx):
 
 def test_only_the_changed_box_is_written(session):
     """write_region keeps voxels outside its box; a click rewrites only the box it changed."""
-    from CTSAM3DLib.mrml_bridge import _box_view, labelmap_geometry, write_region
+    from CTSAM3DLib.mrml.geometry import box_view, labelmap_geometry
+    from CTSAM3DLib.mrml.segments import write_region
 
     segment_id = session.add_segment()
     geometry = labelmap_geometry(session.volume_node, session.segmentation_node)
@@ -73,7 +74,7 @@ def test_only_the_changed_box_is_written(session):
     segment = session.segment(segment_id)
     layer = segment.GetRepresentation("Binary labelmap")
     probe = ((20, 50, 30), (21, 51, 31))  # inside CLICK_A's ball, outside the far click's box
-    _box_view(layer, probe)[...] = 0  # a change the bridge cannot see (no Modified): only a rewrite undoes it
+    box_view(layer, probe)[...] = 0  # a change the bridge cannot see (no Modified): only a rewrite undoes it
     outcome = session.click(_world(session.volume_node, CLICK_FAR), True, segment_id)
     (i0, j0, k0), (i1, j1, k1) = outcome.box
     assert i0 > 21 and not outcome.seeded
@@ -141,7 +142,8 @@ def _overlapping_setup(scene, session):
     labels[26:40, 45:58, 14:40] = 2  # overlaps the ball around CLICK_A
     target, shared = _import_labelmap(scene, session, labels)
     separate = session.add_segment("separate")
-    from CTSAM3DLib.mrml_bridge import labelmap_geometry, write_region
+    from CTSAM3DLib.mrml.geometry import labelmap_geometry
+    from CTSAM3DLib.mrml.segments import write_region
 
     geometry = labelmap_geometry(session.volume_node, session.segmentation_node)
     block = np.ones((12, 20, 30), dtype=np.uint8)
@@ -184,7 +186,7 @@ def test_overwrite_removes_the_overlap_from_other_segments(scene, session, mode)
 
 
 def test_logic_segment_scripting_api(scene, big_volume, stub_predictor):
-    from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.mrml.logic import BridgeLogic
 
     logic = BridgeLogic()
     logic.set_predictor(stub_predictor)
@@ -208,7 +210,8 @@ def test_logic_configure_reaches_the_engine_and_the_stored_clicks(scene, big_vol
 
     import vtk
 
-    from CTSAM3DLib.mrml_bridge import CLICKS_TAG, BridgeLogic
+    from CTSAM3DLib.mrml.logic import BridgeLogic
+    from CTSAM3DLib.mrml.segments import CLICKS_TAG
 
     def stored(segment_id: str) -> dict:
         text = vtk.reference("")
@@ -234,12 +237,12 @@ def test_segment_on_another_grid_is_resampled_not_lost(scene, big_volume, stub_p
     """Continuing a segment stored on a coarser grid: Slicer resamples the write; voxels outside the box stay."""
     import slicer
 
-    from CTSAM3DLib import mrml_bridge
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml import segments
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     calls = []
-    original = mrml_bridge._write_resampled
-    monkeypatch.setattr(mrml_bridge, "_write_resampled", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = segments._write_resampled
+    monkeypatch.setattr(segments, "_write_resampled", lambda *a, **k: calls.append(1) or original(*a, **k))
 
     coarse = make_volume_node(scene, np.zeros((30, 50, 60), np.int16), affine(np.diag([-2.0, -2.0, 4.0]),
                                                                                (60.0, 50.0, -60.0)), name="coarse")

@@ -12,13 +12,13 @@ from mrml_test_support import StubPredictor, segment_internal_array, world_of_vo
 
 
 def _session(volume_node, segmentation_node, predictor):
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     return SegmentationSession(volume_node, segmentation_node, predictor)
 
 
 def test_jobs_run_in_order_and_errors_are_reported(scene, volume_node, segmentation_node, stub_predictor):
-    from CTSAM3DLib.mrml_bridge import ClickWorker
+    from CTSAM3DLib.mrml.worker import ClickWorker
 
     session = _session(volume_node, segmentation_node, stub_predictor)
     segment_id = session.add_segment()
@@ -37,7 +37,8 @@ def test_jobs_run_in_order_and_errors_are_reported(scene, volume_node, segmentat
 
 
 def test_cancel_a_long_job(scene, volume_node, segmentation_node):
-    from CTSAM3DLib.mrml_bridge import ClickCancelled, ClickWorker
+    from CTSAM3DLib.mrml.jobs import ClickCancelled
+    from CTSAM3DLib.mrml.worker import ClickWorker
 
     slow = StubPredictor(delay_s=0.3)
     session = _session(volume_node, segmentation_node, slow)
@@ -59,7 +60,9 @@ def test_cancel_a_long_job(scene, volume_node, segmentation_node):
 
 
 def test_cancelled_restore_keeps_the_stored_clicks(scene, volume_node, segmentation_node):
-    from CTSAM3DLib.mrml_bridge import ClickCancelled, ClickWorker, read_clicks
+    from CTSAM3DLib.mrml.jobs import ClickCancelled
+    from CTSAM3DLib.mrml.segments import read_clicks
+    from CTSAM3DLib.mrml.worker import ClickWorker
 
     first = _session(volume_node, segmentation_node, StubPredictor())
     segment_id = first.add_segment()
@@ -85,7 +88,7 @@ def test_cancelled_restore_keeps_the_stored_clicks(scene, volume_node, segmentat
 
 
 def test_nodes_and_model_cannot_change_under_a_running_job(scene, volume_node, segmentation_node):
-    from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.mrml.logic import BridgeLogic
     from mrml_test_support import make_segmentation_node
 
     logic = BridgeLogic()
@@ -108,7 +111,7 @@ def test_nodes_and_model_cannot_change_under_a_running_job(scene, volume_node, s
 def test_out_of_memory_is_reported_and_the_session_goes_on(scene, volume_node, segmentation_node, monkeypatch):
     import torch
 
-    from CTSAM3DLib.mrml_bridge import DeviceOutOfMemory
+    from CTSAM3DLib.mrml.jobs import DeviceOutOfMemory
 
     predictor = StubPredictor()
     session = _session(volume_node, segmentation_node, predictor)
@@ -146,7 +149,8 @@ def _poll_like_slicer(worker, wait_s: float, limit_s: float) -> tuple[float, lis
 
 def test_clicks_finish_under_a_gil_holding_main_loop(scene, volume_node):
     from CTSAM3DLib.engine.session import SessionConfig
-    from CTSAM3DLib.mrml_bridge import ClickWorker, SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
+    from CTSAM3DLib.mrml.worker import ClickWorker
     from mrml_test_support import make_segmentation_node
 
     def fresh_click():  # the same first click on a fresh session: the same work every time

@@ -118,7 +118,7 @@ def test_the_extension_ships_exactly_the_library_files_the_module_imports():
     needed = _imported_library_files(MODULE_FILE)
     assert shipped == needed, (f"update CTSAM3DLIB_SOURCES in CTSAM3D/CMakeLists.txt: add {sorted(needed - shipped)}, "
                                f"drop {sorted(shipped - needed)}")
-    assert "CTSAM3DLib/mrml_bridge.py" in needed and not any("/cli/" in f or "/train/" in f for f in needed)
+    assert "CTSAM3DLib/mrml/logic.py" in needed and not any("/cli/" in f or "/train/" in f for f in needed)
 
 
 def test_icon_and_screenshot_path():

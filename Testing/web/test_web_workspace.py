@@ -30,7 +30,7 @@ def workspace(web_extra: None) -> Any:
     from mrml_test_support import StubPredictor
     from trame_slicer.core import SlicerApp
 
-    from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.mrml.logic import BridgeLogic
     from CTSAM3DLib.web.workspace import Workspace
 
     app = SlicerApp()
@@ -51,7 +51,7 @@ def opened(workspace: Any) -> Any:
 
 
 def _world(volume_node: Any, ijk: tuple[int, int, int]) -> np.ndarray:
-    from CTSAM3DLib.mrml_bridge import ijk_to_ras_matrix
+    from CTSAM3DLib.mrml.geometry import ijk_to_ras_matrix
 
     return (ijk_to_ras_matrix(volume_node) @ [*ijk, 1.0])[:3]
 
@@ -72,7 +72,7 @@ def _download(space: Any, suffix: str = ".nii.gz") -> np.ndarray:
 def test_click_is_voxel_identical_to_the_module_path(opened: Any) -> None:
     from mrml_test_support import StubPredictor, headless_scene, read_node, segment_array
 
-    from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.mrml.logic import BridgeLogic
 
     point = _world(opened.volume_node, LIVER_VOXEL)
     opened.click(point, True)
@@ -106,7 +106,7 @@ def test_undo_redo_reset_and_downloads(opened: Any) -> None:
         opened.poll()
         assert _download(opened).sum() == expected, kind
 
-    from CTSAM3DLib.mrml_bridge import read_clicks
+    from CTSAM3DLib.mrml.segments import read_clicks
 
     seg = opened.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     path = Path(__import__("tempfile").mkdtemp()) / "s.seg.nrrd"
@@ -194,7 +194,7 @@ def test_the_large_organs_switch_sets_the_cpp_reach_depth(web_extra: None) -> No
     import math
 
     from CTSAM3DLib.engine.planning import LARGE_ORGAN_REACH_DEPTH
-    from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.mrml.logic import BridgeLogic
     from CTSAM3DLib.web.app import _cpp_settings
 
     logic = BridgeLogic()

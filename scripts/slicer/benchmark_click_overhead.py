@@ -44,7 +44,7 @@ def benchmark_click_overhead(clicks: int = 20, seed: int = 0) -> dict:
     )
 
     from CTSAM3DLib import SessionConfig
-    from CTSAM3DLib.mrml_bridge import SegmentationSession
+    from CTSAM3DLib.mrml.session import SegmentationSession
 
     scene = headless_scene()
     rng = np.random.default_rng(seed)

@@ -1,6 +1,6 @@
 """Generate the reference masks that CTSAM3DTest (the Slicer self-test) compares against, headless.
 
-Runs the same code path as the Slicer module (``CTSAM3DLib.mrml_bridge``: storage-node loading,
+Runs the same code path as the Slicer module (``CTSAM3DLib.mrml``: storage-node loading,
 RAS clicks, region writes) on real MRML through the slicer-core wheel, with the bundled default
 weights, and writes to ``Resources/sample/reference/``:
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import slicer
     from mrml_test_support import headless_scene, read_node, write_node
 
-    from CTSAM3DLib.mrml_bridge import BridgeLogic
+    from CTSAM3DLib.mrml.logic import BridgeLogic
     from CTSAM3DLib.prompts.simulate import deepest_click
 
     scene = headless_scene()

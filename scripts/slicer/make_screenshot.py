@@ -1,6 +1,6 @@
 """Render the catalogue screenshot ``Resources/Screenshots/ctsam3d-liver.png`` from a real result.
 
-Runs the module's code path headless (``CTSAM3DLib.mrml_bridge.BridgeLogic`` on real MRML through
+Runs the module's code path headless (``CTSAM3DLib.mrml.logic.BridgeLogic`` on real MRML through
 slicer-core, bundled weights, CPU, CPP on): the clicks of ``Resources/sample/reference/clicks.json``
 on the bundled sample CT. Then draws axial, coronal and sagittal slices through the liver click
 with matplotlib: CT in a soft-tissue window, each segment in the colour Slicer gave it, the include
@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     from matplotlib.colors import ListedColormap
     from mrml_test_support import headless_scene, read_node, segment_internal_array
 
-    from CTSAM3DLib.mrml_bridge import POSITIVE_COLOR, BridgeLogic, ijk_to_ras_matrix
+    from CTSAM3DLib.mrml.geometry import ijk_to_ras_matrix
+    from CTSAM3DLib.mrml.logic import BridgeLogic
+    from CTSAM3DLib.mrml.markups import POSITIVE_COLOR
 
     spec = json.loads((REPO / "Resources" / "sample" / "reference" / "clicks.json").read_text())
     scene = headless_scene()

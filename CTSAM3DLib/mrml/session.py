@@ -1,0 +1,275 @@
+"""``SegmentationSession``: click-to-segment on one volume node into one segmentation node.
+
+Refinement: a segment holding voxels CTSAM3D did not write (drawn, imported, edited; found by its labelmap's
+MTime, then by comparing voxels) starts the engine from them (``Session.set_target_mask``), so no click removes
+voxels it did not ask to remove, and undo returns to them exactly. Prompt memory: engine target = segment ID;
+the clicks stored with the segment are replayed on its first use in a session.
+
+Threading: ``run`` touches only the engine (worker thread); ``prepare_*`` and ``commit`` / ``discard``
+touch MRML (main thread).
+"""
+
+from __future__ import annotations
+
+import time
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from CTSAM3DLib.aliases import BBox3D
+from CTSAM3DLib.engine.session import Session, SessionConfig
+from CTSAM3DLib.mrml.geometry import (
+    crop, ensure_reference_geometry, ijk_to_ras_matrix, intersect, labelmap_geometry, local_to_world, union_boxes,
+    volume_from_node, world_to_local)
+from CTSAM3DLib.mrml.jobs import (
+    CancellablePredictor, ClickCancelled, DeviceOutOfMemory, Job, JobKind, Outcome, is_out_of_memory)
+from CTSAM3DLib.mrml.segments import (
+    OverwriteMode, checked_overwrite, labelmap_mtime, overwrite_ids, read_clicks, segment_mask, show_segment,
+    store_clicks, write_region)
+
+
+class SegmentationSession:
+    """Click-to-segment on one volume node into one segmentation node; one engine target per segment.
+
+    The CT volume node's voxels are copied once; a segmentation without segments is put on its grid.
+    ``overwrite``: "none" (default: other segments untouched), "visible" or "all".
+
+    A segment's voxels are the truth: when they changed outside CTSAM3D since its last write (or were never
+    written by it), the next click starts the engine from them (``Session.set_target_mask``), so that no
+    click removes voxels it did not ask to remove; CTSAM3D's undo then stops at that content.
+    """
+
+    def __init__(self, volume_node: Any, segmentation_node: Any, predictor: Any, config: SessionConfig | None = None,
+                 overwrite: OverwriteMode = "none") -> None:
+        if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
+            raise ValueError("Select a segmentation node for the results.")
+        volume = volume_from_node(volume_node)
+        self.volume_node, self.segmentation_node = volume_node, segmentation_node
+        if not isinstance(predictor, CancellablePredictor):
+            predictor = CancellablePredictor(predictor)
+        self.engine = Session(predictor, config or SessionConfig())
+        self.engine.set_volume(volume)
+        self.overwrite = checked_overwrite(overwrite)
+        self._ijk_to_ras = ijk_to_ras_matrix(volume_node)
+        self._shape_xyz = volume.shape_xyz
+        self._volume_mtime = volume_node.GetImageData().GetMTime()
+        self._replayed: set[str] = set()  # segments whose stored clicks are in the engine (set by ``run``)
+        self._written: dict[str, int] = {}  # segment -> its labelmap's MTime right after our last write
+        self._pending: dict[str, int] = {}  # segment -> jobs prepared but not yet committed or discarded
+        ensure_reference_geometry(volume_node, segmentation_node)
+        if segmentation_node.GetDisplayNode() is None:
+            segmentation_node.CreateDefaultDisplayNodes()
+
+    def matches(self, volume_node: Any, segmentation_node: Any, predictor: Any) -> bool:
+        """Whether this session still serves these nodes and this predictor (volume unchanged)."""
+        base = getattr(predictor, "predictor", predictor)
+        return (volume_node is self.volume_node and segmentation_node is self.segmentation_node
+                and base is getattr(self.engine.predictor, "predictor", None) and volume_node.GetImageData() is not None
+                and volume_node.GetImageData().GetMTime() == self._volume_mtime
+                and np.array_equal(ijk_to_ras_matrix(volume_node), self._ijk_to_ras))
+
+    def configure(self, config: SessionConfig | None = None, overwrite: OverwriteMode | None = None) -> None:
+        """Change the engine settings and the overwrite mode for the next jobs."""
+        if config is not None:
+            self.engine.config = config
+        if overwrite is not None:
+            self.overwrite = checked_overwrite(overwrite)
+
+    # ---- main thread: MRML -> jobs ------------------------------------------------------
+    def add_segment(self, name: str = "") -> str:
+        """Add an empty segment (Slicer picks name and colour when ``name`` is empty); returns its ID."""
+        return self.segmentation_node.GetSegmentation().AddEmptySegment("", name)
+
+    def segment(self, segment_id: str) -> Any:
+        """The ``vtkSegment``; raises ValueError if it is not in the segmentation."""
+        segment = self.segmentation_node.GetSegmentation().GetSegment(segment_id) if segment_id else None
+        if segment is None:
+            raise ValueError(f"Segment '{segment_id}' is not in '{self.segmentation_node.GetName()}'.")
+        return segment
+
+    def prepare_click(self, point_world_ras: ArrayLike, is_positive: bool, segment_id: str) -> Job:
+        """A click job from a world RAS point (x, y, z) mm, e.g. a markups control point."""
+        x, y, z = (float(v) for v in world_to_local(self.volume_node, np.asarray(point_world_ras, dtype=np.float64))[0])
+        return self._job("click", segment_id, (x, y, z), bool(is_positive))
+
+    def prepare(self, kind: JobKind, segment_id: str) -> Job:
+        """An "undo", "redo", "reset" or "restore" job for the segment."""
+        if kind not in ("undo", "redo", "reset", "restore"):
+            raise ValueError(f"Unknown job kind {kind!r}.")
+        return self._job(kind, segment_id, None, True)
+
+    def prepare_restore(self, segment_id: str) -> Job | None:
+        """The job that replays the segment's stored clicks on first use, or None (already done, or
+        nothing stored; then no job is left pending)."""
+        job = self.prepare("restore", segment_id)
+        if job.replay_labels:
+            return job
+        self.discard(job)
+        return None
+
+    def _job(self, kind: JobKind, segment_id: str, point_ras: tuple[float, float, float] | None,
+             is_positive: bool) -> Job:
+        """A job; every prepared job must end in ``commit`` or ``discard``."""
+        stored = (np.zeros((0, 3)), ()) if segment_id in self._replayed else read_clicks(self.segment(segment_id))
+        job = Job(kind, segment_id, point_ras, is_positive, *stored, content=self._content_if_edited(segment_id))
+        self._pending[segment_id] = self._pending.get(segment_id, 0) + 1
+        return job
+
+    def _content_if_edited(self, segment_id: str) -> np.ndarray | None:
+        """The segment's voxels if they may differ from what CTSAM3D last wrote; None when they cannot.
+
+        A job still queued for the segment writes first, so it is judged later (edits made while
+        a click computes are kept only where that click does not write).
+        """
+        if self._pending.get(segment_id) or self._written.get(segment_id) == labelmap_mtime(
+                self.segmentation_node, segment_id):
+            return None
+        return segment_mask(self.segmentation_node, segment_id, self.volume_node, self._shape_xyz[::-1])
+
+    def discard(self, job: Job) -> None:
+        """Forget a prepared job that will not be committed (it failed or was cancelled)."""
+        count = self._pending.get(job.segment_id, 0) - 1
+        if count > 0:
+            self._pending[job.segment_id] = count
+        else:
+            self._pending.pop(job.segment_id, None)
+
+    # ---- any thread: engine only --------------------------------------------------------
+    def run(self, job: Job) -> Outcome:
+        """Execute the job on the engine (no MRML): safe on a worker thread, one job at a time.
+
+        Raises ValueError (point outside the volume, first click negative), ClickCancelled or
+        DeviceOutOfMemory; the engine is then as before the job.
+        """
+        try:
+            return self._run(job)
+        except (ClickCancelled, ValueError):
+            raise
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            device = getattr(self.engine.predictor, "device", "device")
+            raise DeviceOutOfMemory(
+                f"The {device} ran out of memory during this click; the segment is unchanged and you can go on. "
+                "Lower 'Most patches per click', close other programs using the GPU, or choose the CPU.") from exc
+
+    def _run(self, job: Job) -> Outcome:
+        t0, eng, tid = time.perf_counter(), self.engine, job.segment_id
+        boxes, patches, cpp = [self._replay(job)], 0, 0
+        changed, seeded, before = True, False, None
+        if job.content is not None and not np.array_equal(job.content, eng.mask(tid)):
+            if job.kind in ("click", "restore"):
+                boxes.append(eng.set_target_mask(job.content, tid))
+                seeded = True
+            else:
+                before = np.array(eng.mask(tid), copy=True)  # write only what the engine changes
+        if job.kind == "click" and job.point_ras is not None:
+            boxes.append(eng.add_click(job.point_ras, job.is_positive, frame="ras", target=tid))
+            patches, cpp = int(eng.last_stats.get("patches", 0)), int(eng.last_stats.get("cpp_patches", 0))
+        elif job.kind in ("undo", "redo"):
+            changed = eng.undo(tid) if job.kind == "undo" else eng.redo(tid)
+            boxes.append(eng.last_change if changed else None)
+        elif job.kind == "reset":
+            eng.reset(tid)
+            boxes.append(eng.last_change)
+        box = intersect(union_boxes(boxes), (0, 0, 0), self._shape_xyz)
+        region = None if box is None else np.array(crop(eng.mask(tid), box), dtype=np.uint8, copy=True)
+        only = None if before is None or region is None else crop(before, box) != region
+        ras, labels = self._clicks_ras(tid)
+        return Outcome(job, changed, box, region, ras, labels, time.perf_counter() - t0, patches, cpp, only, seeded)
+
+    def _clicks_ras(self, segment_id: str) -> tuple[np.ndarray, tuple[bool, ...]]:
+        clicks = self.engine.clicks(segment_id)
+        ijk = np.array([c.point_xyz for c in clicks], dtype=np.float64).reshape(-1, 3)
+        return ijk @ self._ijk_to_ras[:3, :3].T + self._ijk_to_ras[:3, 3], tuple(c.is_positive for c in clicks)
+
+    def _replay(self, job: Job) -> BBox3D | None:
+        """Replay the stored clicks once per session, into a target without clicks; a failed or cancelled
+        replay leaves no state, so the next job replays again (the stored clicks are never lost)."""
+        tid = job.segment_id
+        if tid in self._replayed:
+            return None
+        boxes = []
+        if job.replay_labels and not self.engine.clicks(tid):
+            try:
+                for point, label in zip(job.replay_ras, job.replay_labels):
+                    boxes.append(self.engine.add_click(point, label, frame="ras", target=tid))
+            except BaseException:
+                self.engine.remove_target(tid)
+                raise
+        self._replayed.add(tid)
+        return union_boxes(boxes)
+
+    # ---- main thread: outcome -> MRML ---------------------------------------------------
+    def commit(self, outcome: Outcome) -> Outcome:
+        """Write the outcome: the changed box into the segment (shown in the views), the clicks into its tag.
+
+        A restore that found the segment edited outside CTSAM3D keeps the stored clicks until the next click.
+        """
+        job = outcome.job
+        sid = job.segment_id
+        try:
+            segment = self.segment(sid)
+            if outcome.box is not None and outcome.region is not None:
+                geometry = labelmap_geometry(self.volume_node, self.segmentation_node)
+                current = None if outcome.only is None or job.content is None else crop(job.content, outcome.box)
+                write_region(self.segmentation_node, sid, geometry, outcome.box, outcome.region,
+                             overwrite_ids(self.segmentation_node, sid, self.overwrite), self._shape_xyz,
+                             outcome.only, current)
+            if not (job.kind == "restore" and outcome.seeded):
+                store_clicks(segment, outcome.clicks_ras, outcome.labels, self.engine.config)
+            if job.kind == "click":
+                show_segment(self.segmentation_node, sid)
+            self._written[sid] = labelmap_mtime(self.segmentation_node, sid)
+        finally:
+            self.discard(job)
+        return outcome
+
+    def do(self, job: Job) -> Outcome:
+        """Run and commit a job here and now (scripting, tests)."""
+        try:
+            outcome = self.run(job)
+        except BaseException:
+            self.discard(job)
+            raise
+        return self.commit(outcome)
+
+    # ---- synchronous API for the Python console ----------------------------------------
+    def click(self, point_ras: ArrayLike, is_positive: bool = True, segment_id: str | None = None) -> Outcome:
+        """Add a click at world RAS ``point_ras`` (x, y, z) mm to the segment (a new one if None)."""
+        segment_id = segment_id or self.add_segment()
+        return self.do(self.prepare_click(point_ras, is_positive, segment_id))
+
+    def undo(self, segment_id: str) -> bool:
+        """Undo the segment's last click or reset; False if there was nothing to undo."""
+        return self.do(self.prepare("undo", segment_id)).changed
+
+    def redo(self, segment_id: str) -> bool:
+        """Redo the segment's last undone change; False if there was nothing to redo."""
+        return self.do(self.prepare("redo", segment_id)).changed
+
+    def reset(self, segment_id: str) -> None:
+        """Remove all clicks of the segment and clear what they segmented (undoable)."""
+        self.do(self.prepare("reset", segment_id))
+
+    def restore(self, segment_id: str) -> int:
+        """Replay the clicks stored with the segment (once per session); returns how many were replayed."""
+        job = self.prepare_restore(segment_id)
+        return len(self.do(job).job.replay_labels) if job is not None else 0
+
+    def clicks_world(self, segment_id: str) -> tuple[np.ndarray, tuple[bool, ...]]:
+        """The segment's current clicks in world RAS (N, 3) and their polarities."""
+        ras, labels = self._clicks_ras(segment_id)
+        return self.to_world(ras), labels
+
+    def to_world(self, points_ras: np.ndarray) -> np.ndarray:  # volume-local RAS (N, 3) -> world RAS
+        return local_to_world(self.volume_node, points_ras) if len(points_ras) else np.zeros((0, 3))
+
+    def close(self) -> None:
+        """Free the engine (volume copy, masks, cached features)."""
+        self.engine.close()
