@@ -8,7 +8,7 @@ Layouts (`detect_layout` tells them apart):
 
 ``totalseg`` - the TotalSegmentator download::
 
-    <root>/meta.csv                        image_id;split  (";"-separated, optional)
+    <root>/meta.csv                        image_id;split[;group]  (";"-separated, optional)
     <root>/<subject>/ct.nii.gz
     <root>/<subject>/segmentations/<structure>.nii.gz     binary masks (any non-zero = inside)
     <root>/<subject>/segmentations_<anything>/<structure>.nii.gz   extra label sets, merged
@@ -27,7 +27,7 @@ Layouts (`detect_layout` tells them apart):
     <root>/labels.csv                  header "value,name", one structure per row (0 = background)
     <root>/images/<case>.nii.gz        the CT (any SimpleITK format: .nii.gz .nii .nrrd .mha .mhd)
     <root>/labels/<case>.nii.gz        the label map on (or overlapping) the CT's grid
-    <root>/meta.csv                    optional, "image_id;split" as in TotalSegmentator
+    <root>/meta.csv                    optional, "image_id;split[;group]" as in TotalSegmentator
 
 Merging extra label sets (e.g. the paper's TotalSeg++ tissue classes skeletal_muscle,
 subcutaneous_fat, torso_fat): give a second dataset folder that holds only labels for the same
@@ -39,6 +39,10 @@ folder is merged the same way.
 Bad data never stops a scan: each problem becomes a `DataIssue` naming the subject and the
 path (missing image or label file, label without image, unreadable file, a label whose grid
 differs from its image's, an empty mask), and the good subjects and structures are kept.
+
+Groups: every subject belongs to one group (meta.csv's optional ``group`` column, else the
+leading letters of its id, `subject_group`): training can draw groups in set shares
+(``group_weights``) and ``ctsam3d evaluate`` reports the mean of each group beside the overall one.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +107,8 @@ class Subject:
         split: the dataset's split (``"train"``, ``"test"`` ...) or None if it gives none.
         layout: the layout it was read from.
         root: the dataset folder.
+        group: the subject group that training draws by and evaluation averages over: meta.csv's
+            ``group`` column where it has one, else `subject_group` of the id (``hn_kbp_12`` -> ``hn``).
     """
 
     subject_id: str
@@ -111,6 +117,11 @@ class Subject:
     split: str | None = None
     layout: str = ""
     root: Path = field(default_factory=Path)
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", subject_group(self.subject_id))
 
     @property
     def structure_names(self) -> list[str]:
@@ -236,8 +247,7 @@ def scan_datasets(roots: Sequence[str | Path], splits: Sequence[str] | None = No
         for src, name in dup:
             issues.append(DataIssue(target.subject_id, src.path, f"structure {name!r} is already labelled by "
                                     "an earlier file; this copy is ignored"))
-        with_image[n_target] = Subject(target.subject_id, target.image_path, merged, target.split,
-                                       target.layout, target.root)
+        with_image[n_target] = replace(target, labels=merged)
     kept: list[Subject] = []
     for s in with_image:
         if splits and s.split is not None and s.split not in splits:
@@ -318,8 +328,21 @@ def _merge_labels(first: tuple[LabelSource, ...], extra: tuple[LabelSource, ...]
     return tuple(out), dup
 
 
-def _read_split_csv(path: Path, issues: list[DataIssue]) -> dict[str, str]:
-    """``image_id;split`` (or comma-separated) -> {id: split}; unreadable rows become issues."""
+def subject_group(subject_id: str) -> str:
+    """The group of a subject id without a meta.csv ``group``: its leading letters, lower case.
+
+    ``hn_kbp_12`` -> ``hn``, ``chest_nsclc_002`` -> ``chest``, ``s0011`` -> ``s`` (a TotalSegmentator
+    download is one group); an id that starts with no letter -> ``other``.
+    """
+    match = re.match(r"[A-Za-z]+", subject_id)
+    return match.group(0).lower() if match else "other"
+
+
+def _read_meta_csv(path: Path, issues: list[DataIssue]) -> dict[str, tuple[str, str]]:
+    """``image_id;split[;group]`` (or comma-separated) -> {id: (split, group)}; unreadable rows become issues.
+
+    The optional ``group`` column names each subject's group (empty: `subject_group` of the id).
+    """
     if not path.is_file():
         return {}
     text = path.read_text(encoding="utf-8-sig", errors="replace")
@@ -328,7 +351,8 @@ def _read_split_csv(path: Path, issues: list[DataIssue]) -> dict[str, str]:
     if not rows or "image_id" not in rows[0] or "split" not in rows[0]:
         issues.append(DataIssue("-", path, "needs columns 'image_id' and 'split'; splits ignored", skipped=False))
         return {}
-    return {r["image_id"].strip(): (r["split"] or "").strip() for r in rows if r.get("image_id")}
+    return {r["image_id"].strip(): ((r["split"] or "").strip(), (r.get("group") or "").strip())
+            for r in rows if r.get("image_id")}
 
 
 def _strip_ending(name: str) -> str | None:
@@ -340,10 +364,10 @@ def _strip_ending(name: str) -> str | None:
 
 def _scan_totalseg(root: Path) -> DatasetScan:
     issues: list[DataIssue] = []
-    splits = _read_split_csv(root / "meta.csv", issues)
+    meta = _read_meta_csv(root / "meta.csv", issues)
     subjects: list[Subject] = []
     folders = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
-    for sid in splits:
+    for sid in meta:
         if sid not in folders:
             issues.append(DataIssue(sid, root / sid, "listed in meta.csv but the subject folder is missing; skipped"))
     for sid, folder in folders.items():
@@ -364,7 +388,8 @@ def _scan_totalseg(root: Path) -> DatasetScan:
                     continue
                 seen.add(name)
                 sources.append(LabelSource(f, ((name, ()),)))
-        subjects.append(Subject(sid, folder / TOTALSEG_CT, tuple(sources), splits.get(sid), "totalseg", root))
+        split, group = meta.get(sid, (None, ""))
+        subjects.append(Subject(sid, folder / TOTALSEG_CT, tuple(sources), split, "totalseg", root, group))
     return DatasetScan(tuple(subjects), tuple(issues))
 
 
@@ -458,7 +483,7 @@ def _read_label_table(path: Path) -> tuple[tuple[str, tuple[int, ...]], ...]:
 def _scan_multilabel(root: Path) -> DatasetScan:
     structures = _read_label_table(root / "labels.csv")
     issues: list[DataIssue] = []
-    splits = _read_split_csv(root / "meta.csv", issues)
+    meta = _read_meta_csv(root / "meta.csv", issues)
 
     def cases(folder: Path) -> dict[str, Path]:
         found: dict[str, Path] = {}
@@ -473,7 +498,8 @@ def _scan_multilabel(root: Path) -> DatasetScan:
     subjects = []
     for case, lab in labels.items():
         img = images.get(case, root / "images" / f"{case}.nii.gz")
-        subjects.append(Subject(case, img, (LabelSource(lab, structures),), splits.get(case), "multilabel", root))
+        split, group = meta.get(case, (None, ""))
+        subjects.append(Subject(case, img, (LabelSource(lab, structures),), split, "multilabel", root, group))
     for case in images:
         if case not in labels:
             issues.append(DataIssue(case, root / "labels" / f"{case}.nii.gz", "label file missing; case skipped"))

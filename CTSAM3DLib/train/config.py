@@ -108,6 +108,11 @@ class TrainConfig:
         emphasis_structures: structure-name patterns (fnmatch) drawn ``emphasis_factor`` times as
             often as their size-biased share, e.g. structures the network still fits poorly.
         emphasis_factor: that multiplier (1: no emphasis).
+        group_weights: share of the volume draws per subject group (`io.datasets.Subject.group`,
+            e.g. ``{hn: 0.6, abdomen: 0.25, chest: 0.15}``), uniform over the subjects inside a group;
+            groups not named are not drawn. Empty: every subject equally likely.
+        data_workers: processes that build the cache and prepare batches ahead of the optimiser
+            (0: all in the training process).
         seed: master seed (model init, sampling, clicks, augmentation).
         threads: torch CPU threads per process; 0 = auto: the cores not busy with other work
             (1-minute load average) divided among this node's processes. Fix it for bit-exact
@@ -168,6 +173,8 @@ class TrainConfig:
     exclude_structures: tuple[str, ...] = ()
     emphasis_structures: tuple[str, ...] = ()
     emphasis_factor: float = 1.0
+    group_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    data_workers: int = 0
     seed: int = 0
     threads: int = 0
     log_every: int = 10
@@ -189,10 +196,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "samples_per_volume", "rounds", "log_every"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "checkpoint_every", "threads", "min_structure_voxels", "center_jitter",
-                     "neighbour_jitter"):
+                     "neighbour_jitter", "data_workers"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.lr > 0, f"lr must be positive, got {self.lr}")
         need(0 < self.emphasis_factor < float("inf"), f"emphasis_factor must be positive, got {self.emphasis_factor}")
+        need(all(0 <= w < float("inf") for w in self.group_weights.values())
+             and (not self.group_weights or sum(self.group_weights.values()) > 0),
+             f"group_weights must be non-negative with a positive sum, got {self.group_weights}")
         need(0 < self.warmup_start_factor <= 1, "warmup_start_factor must be in (0, 1]")
         need(0 < self.lr_decay_factor <= 1, "lr_decay_factor must be in (0, 1]")
         need(all(s > 0 for s in self.lr_decay_steps), "lr_decay_steps must be positive step numbers")
@@ -258,7 +268,7 @@ class TrainConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
+            out[f.name] = list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, dict) else v
         return out
 
     def to_yaml(self) -> str:
@@ -300,6 +310,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if len(value) != len(args):
             raise ValueError(f"Invalid training config: {name} must have {len(args)} values, got {list(value)}.")
         return tuple(_coerce(name, v, a) for v, a in zip(value, args))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"Invalid training config: {name} must be a mapping of key: value, got {value!r}.")
+        return {_coerce(name, k, args[0]): _coerce(name, v, args[1]) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ValueError(f"Invalid training config: {name} must be true or false, got {value!r}.")

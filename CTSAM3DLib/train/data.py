@@ -40,14 +40,17 @@ the sampler has no hidden state, so resuming at any step reproduces the batches 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from scipy import ndimage
+from tqdm import tqdm
 
 from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM, PATCH_SIZE, ModelGrid
 from CTSAM3DLib.geometry.resample import model_box_of_index_box, resample_to_grid
@@ -104,11 +108,14 @@ class CachedSubject:
         structures: the non-empty labelled structures.
         pseudo: the class-agnostic pseudo-structures (`pseudo`), when built for ``pseudo_seed``.
         issues: data issues found while preprocessing (re-reported on every run).
+        group: the subject's group (`Subject.group`), which ``group_weights`` draws by.
     """
 
-    def __init__(self, folder: Path, pseudo_seed: int | None = None, supervoxel_mm: Sequence[float] = ()) -> None:
+    def __init__(self, folder: Path, pseudo_seed: int | None = None, supervoxel_mm: Sequence[float] = (),
+                 group: str = "") -> None:
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
         self.folder = folder
+        self.group = group
         self.subject_id: str = index["subject_id"]
         self.grid = ModelGrid(tuple(index["grid"]["origin_lps"]), tuple(index["grid"]["shape_xyz"]),
                               float(index["grid"]["spacing_mm"]))
@@ -325,7 +332,7 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
 
 def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 0, world_size: int = 1,
                 barrier: Callable[[], None] | None = None, pseudo_seed: int | None = None,
-                supervoxel_mm: Sequence[float] = ()) -> tuple[list[CachedSubject], list[DataIssue]]:
+                supervoxel_mm: Sequence[float] = (), workers: int = 0) -> tuple[list[CachedSubject], list[DataIssue]]:
     """Preprocess subjects (rank ``r`` builds every ``world_size``-th) and load the whole cache.
 
     Args:
@@ -336,6 +343,8 @@ def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 
         barrier: called between building and loading (``torch.distributed.barrier`` under DDP).
         pseudo_seed: also build (once) and load every subject's pseudo-structures for this seed.
         supervoxel_mm: the pseudo-structures' supervoxel sizes (`pseudo.generate`).
+        workers: preprocess in this many processes (0: in this one); a cache already built is
+            only read, so this matters for the first run over a dataset.
 
     Returns:
         ``(cached subjects with at least one structure or pseudo-structure, issues)``.
@@ -343,12 +352,15 @@ def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     issues: list[DataIssue] = []
-    for n, subject in enumerate(subjects):
-        if n % world_size == rank:
-            folder, _ = preprocess_subject(subject, cache_dir)  # its issues are stored in the cache, read below
-            if folder is not None and pseudo_seed is not None:
-                count = ensure_pseudo(folder, pseudo_seed, supervoxel_mm)
-                logger.info("Pseudo-structures of %s: %d", subject.subject_id, count)
+    mine = [s for n, s in enumerate(subjects) if n % world_size == rank]
+    job = functools.partial(_build_one, cache_dir=cache_dir, pseudo_seed=pseudo_seed, supervoxel_mm=tuple(supervoxel_mm))
+    if workers > 0 and len(mine) > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_single_threaded) as pool:
+            list(tqdm(pool.map(job, mine), total=len(mine), desc="Preprocessing", unit="subject", disable=len(mine) < 10))
+    else:
+        for subject in mine:
+            job(subject)
     if barrier is not None:
         barrier()
     cached: list[CachedSubject] = []
@@ -362,13 +374,27 @@ def build_cache(subjects: Sequence[Subject], cache_dir: str | Path, rank: int = 
         if index.get("failed"):  # the CT could not be read (reported by whichever rank built it)
             issues.extend(_issues_from(index))
             continue
-        c = CachedSubject(folder, pseudo_seed, supervoxel_mm)
+        c = CachedSubject(folder, pseudo_seed, supervoxel_mm, subject.group)
         issues.extend(c.issues)
         if c.structures or c.pseudo:
             cached.append(c)
         else:
             issues.append(DataIssue(c.subject_id, subject.image_path, "no usable structure; subject skipped"))
     return cached, issues
+
+
+def _build_one(subject: Subject, cache_dir: Path, pseudo_seed: int | None, supervoxel_mm: tuple[float, ...]) -> None:
+    """Preprocess one subject (and its pseudo-structures); its issues are stored in its cache folder."""
+    folder, _ = preprocess_subject(subject, cache_dir)
+    if folder is not None and pseudo_seed is not None:
+        count = ensure_pseudo(folder, pseudo_seed, supervoxel_mm)
+        logger.info("Pseudo-structures of %s: %d", subject.subject_id, count)
+
+
+def _single_threaded() -> None:
+    """Worker start-up: one thread each, so ``workers`` processes use ``workers`` cores."""
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    torch.set_num_threads(1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -449,6 +475,24 @@ class PairSampler:
         if not self.subjects:
             raise ValueError("No training structure left: every subject failed to load, or all structures are "
                              "smaller than min_structure_voxels or excluded.")
+        self.subject_probs = self._group_probs()
+
+    def _group_probs(self) -> np.ndarray | None:
+        """Draw probability of each subject under ``group_weights`` (None: uniform over subjects)."""
+        weights = self.config.group_weights
+        if not weights:
+            return None
+        groups = [s.group for s in self.subjects]
+        sizes = {g: groups.count(g) for g in set(groups)}
+        missing = sorted(set(weights) - set(sizes))
+        if missing:
+            logger.warning("group_weights names group(s) %s that no training subject belongs to (groups: %s).",
+                           ", ".join(missing), ", ".join(f"{g} ({n})" for g, n in sorted(sizes.items())))
+        p = np.array([weights.get(g, 0.0) / sizes[g] for g in groups], dtype=np.float64)
+        if p.sum() <= 0:
+            raise ValueError(f"group_weights {weights} draws none of the training groups: "
+                             f"{', '.join(f'{g} ({n} subjects)' for g, n in sorted(sizes.items()))}.")
+        return p / p.sum()
 
     def _eligible(self, structures: Sequence[StructureInfo]) -> tuple[list[int], np.ndarray | None]:
         """Indices large enough (and not excluded) and their draw probabilities (size-biased, emphasised)."""
@@ -481,7 +525,8 @@ class PairSampler:
         rng = self.rng(step, rank)
         samples: list[_Sample] = []
         for _ in range(cfg.batch_size):
-            n = int(rng.integers(len(self.subjects)))
+            n = (int(rng.integers(len(self.subjects))) if self.subject_probs is None
+                 else int(rng.choice(len(self.subjects), p=self.subject_probs)))
             for _ in range(cfg.samples_per_volume):
                 has_pseudo = len(self.pseudo_choices[n]) > 0
                 if has_pseudo and (len(self.choices[n]) == 0 or rng.random() < cfg.pseudo_ratio):
@@ -504,6 +549,26 @@ class PairSampler:
                          [x.name for x in samples], np.stack([x.offset for x in samples]).astype(np.int64),
                          images_w, gts_w, np.array([i for i, _ in with_w], dtype=np.int64), v_prior,
                          np.stack([x.start_u for x in samples]).astype(np.int64))
+
+    def group_shares(self) -> str:
+        """The expected share of draws per subject group, as text for the log (``hn 60% (170), ...``)."""
+        groups = [s.group for s in self.subjects]
+        probs = self.subject_probs if self.subject_probs is not None else np.full(len(groups), 1 / len(groups))
+        share = {g: float(sum(p for p, h in zip(probs, groups) if h == g)) for g in sorted(set(groups))}
+        return ", ".join(f"{g} {100 * share[g]:.0f}% ({groups.count(g)} subjects)" for g in share)
+
+    def batches(self, start: int, end: int, rank: int = 0, workers: int = 0) -> Iterator[PairBatch]:
+        """The batches of steps ``start`` .. ``end - 1`` in order, prepared ``workers`` processes ahead.
+
+        Batches depend only on (seed, rank, step), so workers change nothing but the speed.
+        """
+        if workers == 0:
+            yield from (self.batch(step, rank) for step in range(start, end))
+            return
+        loader = torch.utils.data.DataLoader(_StepBatches(self, start, end, rank), batch_size=None, shuffle=False,
+                                             num_workers=workers, collate_fn=_as_is, prefetch_factor=4,
+                                             multiprocessing_context="fork")
+        yield from loader
 
     def pair(self, subject: CachedSubject, k: int, rng: np.random.Generator, is_pseudo: bool = False) -> _Sample:
         """One sample of structure ``k`` (a pseudo-structure if ``is_pseudo``): U, V, their masks and
@@ -592,6 +657,24 @@ class PairSampler:
             if _count_in_box(mask, lo_zyx, start_u_xyz + shift) >= need:
                 return shift
         return np.zeros(3, dtype=np.int64)
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Steps ``start`` .. ``end - 1`` of a sampler as a map-style dataset (item i = step start + i)."""
+
+    def __init__(self, sampler: PairSampler, start: int, end: int, rank: int) -> None:
+        self.sampler, self.start, self.end, self.rank = sampler, start, end, rank
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __getitem__(self, i: int) -> PairBatch:
+        return self.sampler.batch(self.start + i, self.rank)
+
+
+def _as_is(batch: PairBatch) -> PairBatch:
+    """DataLoader collate function: a sampler batch is already collated."""
+    return batch
 
 
 def _count_in_box(mask: np.ndarray, lo_zyx: np.ndarray, start_xyz: np.ndarray) -> int:

@@ -24,6 +24,7 @@ TensorBoard events. Only global rank 0 writes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -424,7 +425,7 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
     cached, cache_issues = build_cache(subjects, cache_dir or out / "cache", info.rank, info.world_size,
                                        barrier=lambda: D.barrier(info),
                                        pseudo_seed=config.seed if config.pseudo_ratio > 0 else None,
-                                       supervoxel_mm=config.pseudo_supervoxel_mm)
+                                       supervoxel_mm=config.pseudo_supervoxel_mm, workers=config.data_workers)
     issues: list[DataIssue] = scan_issues + cache_issues
     if info.is_main:  # before the sampler, which refuses data with nothing usable left
         log_issues(issues, logger)
@@ -435,8 +436,9 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
         raise ValueError(f"{exc} All {len(issues)} data issue(s) are listed in {out / 'data_issues.txt'}.") from None
     if info.is_main:
         atomic_write_text(out / "config.yaml", config.to_yaml(), overwrite=True)
-        logger.info("Training data: %d subjects, %d structures (%d data issues) from %s", len(sampler.subjects),
-                    sampler.num_structures, len(issues), ", ".join(map(str, data_dirs)))
+        logger.info("Training data: %d subjects, %d structures (%d data issues) from %s; draws per group: %s",
+                    len(sampler.subjects), sampler.num_structures, len(issues), ", ".join(map(str, data_dirs)),
+                    sampler.group_shares())
 
     # ---- model and optimiser ----
     model = build_model(config.variant) if state is not None else _initial_model(config)
@@ -451,10 +453,13 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
         skip.requires_grad_(False)
     optimizer = make_optimizer(model, config)
     start, wall_before = 0, 0.0
+    seen: collections.Counter[str] = collections.Counter()  # samples drawn per subject (this rank)
     if state is not None:
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         start, wall_before = int(state["step"]), float(state["wall_time_s"])
+        if info.is_main:  # the run's totals so far (every rank's), kept by rank 0
+            seen.update(state.get("samples_per_subject", {}))
         rngs = state["rng"]
         if len(rngs) == info.world_size:
             set_rng_state(rngs[info.rank])
@@ -483,11 +488,13 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
     clip_groups = [[p for n, p in model.named_parameters() if not n.startswith("cpp_predictor.")],
                    list(model.cpp_predictor.parameters())]
     try:
+        stream = sampler.batches(start, end, info.rank, config.data_workers)
         for step in range(start, end):
             t0 = time.perf_counter()
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, config)
-            batch: PairBatch = sampler.batch(step, info.rank)
+            batch: PairBatch = next(stream)
+            seen.update(name.split("/", 1)[0] for name in batch.names)
             t_data = time.perf_counter() - t0
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
                 result = algo(batch.images.to(dev, non_blocking=True), batch.gts, batch.first_points, batch.offsets,
@@ -520,7 +527,7 @@ def _run(config: TrainConfig, data_dirs: list[Path], out: Path, max_steps: int |
                 writer.tick(float(loss.detach()), samples_per_step / dt)
             if done == end or (config.checkpoint_every and done % config.checkpoint_every == 0):
                 _save(out, model, optimizer, config, done, data_dirs, wall_before + time.perf_counter() - t_start,
-                      dev, info, samples_per_step)
+                      dev, info, samples_per_step, seen)
     except BaseException:
         if writer is not None:
             writer.close()
@@ -565,9 +572,14 @@ def _check_resume_config(state: dict[str, Any], config: TrainConfig) -> None:
 
 
 def _save(out: Path, model: CTSAM3D, optimizer: torch.optim.Optimizer, config: TrainConfig, step: int,
-          data_dirs: list[Path], wall: float, dev: torch.device, info: D.DistInfo, samples_per_step: int) -> None:
-    """Rank 0 writes model.pt and train_state.pt atomically; every rank contributes its RNG state."""
+          data_dirs: list[Path], wall: float, dev: torch.device, info: D.DistInfo, samples_per_step: int,
+          seen: collections.Counter[str]) -> None:
+    """Rank 0 writes model.pt, train_state.pt and samples_per_subject.json atomically; every rank
+    contributes its RNG state and its samples per subject."""
     rngs = D.gather_objects(rng_state(), info)
+    per_subject: collections.Counter[str] = collections.Counter()
+    for counts in D.gather_objects(dict(seen), info):
+        per_subject.update(counts)
     if not info.is_main:
         return
     provenance = {
@@ -582,7 +594,10 @@ def _save(out: Path, model: CTSAM3D, optimizer: torch.optim.Optimizer, config: T
         "optimizer": optimizer.state_dict(), "scheduler": {"kind": "warmup_step", "next_step": step},
         "sampler": {"kind": "step-keyed", "seed": config.seed, "next_step": step},
         "rng": rngs, "data_dirs": [str(d) for d in data_dirs], "wall_time_s": wall, "world_size": info.world_size,
+        "samples_per_subject": dict(sorted(per_subject.items())),
     }
+    atomic_write_text(out / "samples_per_subject.json", json.dumps(state["samples_per_subject"], indent=1),
+                      overwrite=True)
     atomic_torch_save(state, out / "train_state.pt")
     save_checkpoint(out / "model.pt", model, config.variant, config.window_hu, provenance=provenance)
     logger.info("Saved checkpoint at step %d: %s", step, out / "model.pt")

@@ -15,6 +15,7 @@ from CTSAM3DLib.io.datasets import (
     read_structures,
     scan_dataset,
     scan_datasets,
+    subject_group,
 )
 
 # Geometry of the synthetic CTs: anisotropic spacing, non-identity direction.
@@ -101,9 +102,23 @@ def test_totalseg_layout(tmp_path: Path) -> None:
     np.testing.assert_array_equal(masks["liver"], _labels() == 1)
 
 
+def test_subject_group_prefix_rule_and_meta_column(tmp_path: Path) -> None:
+    assert [subject_group(i) for i in ("hn_kbp_12", "chest_nsclc_002", "s0011", "Liver-3", "007")] == [
+        "hn", "chest", "s", "liver", "other"]
+    root = make_totalseg(tmp_path / "ts")
+    (root / "meta.csv").write_text("image_id;split;group\ns01;train;cohort_a\ns02;val;\n")
+    by_id = {s.subject_id: s for s in scan_dataset(root).subjects}
+    assert by_id["s01"].group == "cohort_a" and by_id["s02"].group == "s"  # empty column: the prefix rule
+
+
 def test_shared_totalseg_example(shared_data: Path) -> None:
     scan = scan_datasets([shared_data / "totalseg-format"], splits=["train"])
-    assert sorted(s.subject_id for s in scan.subjects) == ["abdomen_pelvis", "abdomen_upper_tissues", "chest_cta_aorta"]
+    ids = {s.subject_id for s in scan.subjects}
+    assert {"abdomen_pelvis", "abdomen_upper_tissues", "chest_cta_aorta"} <= ids and len(ids) == 173
+    groups = {s.subject_id: s.group for s in scan.subjects}
+    assert groups["hn_kbp_1"] == "hn" and groups["abdomen_pelvis"] == "abdomen" and groups["chest_cta_aorta"] == "chest"
+    val = scan_datasets([shared_data / "totalseg-format"], splits=["val"]).subjects
+    assert sorted({s.group for s in val}) == ["chest", "hn", "thorax"] and len(val) == 22
     tissues = next(s for s in scan.subjects if s.subject_id == "abdomen_upper_tissues")
     assert {"skeletal_muscle", "subcutaneous_fat", "torso_fat"} <= set(tissues.structure_names)
 

@@ -85,9 +85,22 @@ def test_bad_data_is_reported_and_the_rest_is_used(tmp_path: Path) -> None:
     empty = sitk.Image(ref.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(ref)
     sitk.WriteImage(empty, str(seg / "empty.nii.gz"))
+    (seg / "zero_bytes.nii.gz").write_bytes(b"")  # an empty label file
+    write_synthetic_subject(data, "no_structures", seed=3)
+    shutil.rmtree(data / "no_structures" / "segmentations")
+    ct_path = data / "good" / "ct.nii.gz"
+    ct = sitk.ReadImage(str(ct_path))
+    metal = sitk.GetArrayFromImage(ct)
+    metal[20, 45, 40:44] = 30000  # a dental filling / hip implant: HU far above any window
+    metal_img = sitk.GetImageFromArray(metal)
+    metal_img.CopyInformation(ct)
+    sitk.WriteImage(metal_img, str(ct_path))
     scan, cached, issues = _cache(data, tmp_path / "cache")
     assert [c.subject_id for c in cached] == ["good"]
+    assert int(np.max(cached[0].image)) > 20000  # stored as HU; the window clamps it when sampled
     text = "\n".join(map(str, issues))
+    assert f"subject 'good': {seg / 'zero_bytes.nii.gz'}:" in text
+    assert "subject 'no_structures'" in text and "no label files; subject skipped" in text
     assert f"subject 'no_ct': {data / 'no_ct' / 'ct.nii.gz'}: image file missing" in text
     assert f"subject 'broken_ct': {data / 'broken_ct' / 'ct.nii.gz'}: unreadable image" in text
     assert f"subject 'good': {seg / 'empty.nii.gz'}: structure 'empty' has an empty mask; skipped" in text
@@ -101,7 +114,8 @@ def test_bad_data_is_reported_and_the_rest_is_used(tmp_path: Path) -> None:
     assert abs(a.voxels - b.voxels) < 0.1 * a.voxels and np.abs(np.subtract(a.lo_zyx, b.lo_zyx)).max() <= 2
     # the run goes on with the good subject
     sampler = PairSampler(cached, TrainConfig())
-    assert sampler.batch(0).images.shape == (4, 1, 64, 64, 64)
+    batch = sampler.batch(0)
+    assert batch.images.shape == (4, 1, 64, 64, 64) and 0.0 <= float(batch.images.min()) <= float(batch.images.max()) <= 1.0
 
 
 def test_sampler_pairs(synthetic_data: Path, tmp_path: Path) -> None:
@@ -181,3 +195,38 @@ def test_no_structure_left_is_an_error(synthetic_data: Path, tmp_path: Path) -> 
     with pytest.raises(ValueError, match="No training structure left"):
         PairSampler(cached, TrainConfig(exclude_structures=("*",)))
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_parallel_cache_equals_serial_and_group_weights_set_the_draw(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for n, sid in enumerate(("hn_1", "hn_2", "hn_3", "abdomen_1")):
+        write_synthetic_subject(data, sid, seed=n)
+    subjects = scan_datasets([data]).subjects
+    serial, _ = build_cache(subjects, tmp_path / "serial")
+    parallel, _ = build_cache(subjects, tmp_path / "parallel", workers=2)
+    assert [c.subject_id for c in parallel] == [c.subject_id for c in serial]
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
+        np.testing.assert_array_equal(np.asarray(a.bits), np.asarray(b.bits))
+    assert [c.group for c in serial] == ["abdomen", "hn", "hn", "hn"]
+    uniform = PairSampler(serial, TrainConfig(batch_size=1))
+    weighted = PairSampler(serial, TrainConfig(batch_size=1, group_weights={"abdomen": 0.5, "hn": 0.5}))
+    assert uniform.subject_probs is None
+    np.testing.assert_allclose(weighted.subject_probs, [0.5, 1 / 6, 1 / 6, 1 / 6])
+    assert "abdomen 50% (1 subjects)" in weighted.group_shares()
+    drawn = [weighted.batch(step).names[0].split("/")[0] for step in range(120)]
+    assert 0.35 < drawn.count("abdomen_1") / len(drawn) < 0.65  # uniform would give 0.25
+    with pytest.raises(ValueError, match="draws none of the training groups"):
+        PairSampler(serial, TrainConfig(group_weights={"chest": 1.0}))
+
+
+def test_batches_from_workers_equal_the_step_batches(synthetic_data: Path, tmp_path: Path) -> None:
+    _, cached, _ = _cache(synthetic_data, tmp_path / "cache")
+    sampler = PairSampler(cached, TrainConfig(batch_size=1, rounds=1))
+    ahead = list(sampler.batches(3, 6, workers=2))
+    assert len(ahead) == 3
+    for step, batch in zip(range(3, 6), ahead):
+        expected = sampler.batch(step)
+        assert batch.names == expected.names
+        np.testing.assert_array_equal(batch.images.numpy(), expected.images.numpy())
+        np.testing.assert_array_equal(batch.gts, expected.gts)

@@ -140,6 +140,9 @@ def test_run_checkpoints_and_exact_resume(tiny_variant: str, synthetic_data: Pat
     assert load_model(full).window_hu == cfg.window_hu
     state = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)
     assert state["step"] == 4 and state["optimizer"]["state"] and len(state["rng"]) == 1
+    seen = json.loads((tmp_path / "full" / "samples_per_subject.json").read_text())
+    assert sum(seen.values()) == 4 * cfg.batch_size * cfg.samples_per_volume and state["samples_per_subject"] == seen
+    assert json.loads((tmp_path / "part" / "samples_per_subject.json").read_text()) == seen  # resumed: the run's totals
     record = json.loads((tmp_path / "full" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["samples_per_s"] > 0 and {"seg_loss", "cpp_loss", "dice_r1", "dice_r2", "lr"} <= set(record)
     assert TrainConfig.from_file(tmp_path / "full" / "config.yaml") == cfg
