@@ -4,7 +4,7 @@
 one of ``--only``'s prefixes (default: every tensor); the other tensors, the variant, the
 intensity window and the recorded engine settings come from BASE. OTHER must be a run continued
 from BASE (the same variant, keys and shapes): averaging a fine-tuned network with its start keeps
-part of what the fine-tuning gained and part of what it forgot (model card, stage 18).
+part of what the fine-tuning gained and part of what it forgot (docs/experiments/stage-18.md).
 The recipe is appended to the provenance's ``averaged`` list; bundle the result with
 ``scripts/bundle_weights.py``.
 

@@ -15,7 +15,7 @@ bundled (e.g. to record a new engine setting) keeps its ``bundled_from``.
 
 ``--geodesic-skip`` sets a ``compact_geo_skip`` network's two logit-skip weights (on Gp, Gn), a
 calibration chosen on the validation split: training pulls ``w_p`` down, because the under-filled
-voxels far from a click sit at saturated negative logits and give it no gradient (model card,
+voxels far from a click sit at saturated negative logits and give it no gradient (docs/experiments/,
 stages 12 and 14). The trained values are kept in the provenance.
 """
 

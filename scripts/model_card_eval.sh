@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces every number of docs/MODEL_CARD.md with the bundled weights (CPU).
+# Reproduces the stage-4 metrics table (docs/experiments/stage-01-04.md), bundled weights, CPU;
+# the current results and their commands: docs/MODEL_CARD.md, "Current results".
 # Usage: bash scripts/model_card_eval.sh OUT_DIR   (needs ../shared/data for the test subject and DICOM case)
 set -euo pipefail
 out=${1:-model_card_eval}

@@ -1,6 +1,6 @@
 """Patch planning and blending: where patches go, when CPP expands, how overlaps merge.
 
-Policy (documented in README "How CPP expansion works"):
+Policy (documented in docs/engine.md, "How CPP expansion works"):
 - A click inside the core of an existing patch of the target (at least ``CORE_MARGIN``
   voxels from its border) refines that patch; otherwise a positive click gets a new patch
   centred on it, moved inside the scan where it would reach past the scan's edge (the click
@@ -52,7 +52,7 @@ NEIGHBOUR_OFFSETS: tuple[IJK, ...] = tuple(sorted(
 # `slab_click`'s reach depth for large organs (voxels): the CLI's example and Slicer's "Large organs" setting.
 LARGE_ORGAN_REACH_DEPTH = 10.0
 # Defaults of `SessionConfig.spread_positive_depth` / `spread_negative_depth` (voxels: 12 / 6 mm),
-# chosen on `val` (model card, "Stage 20").
+# chosen on `val` (docs/experiments/stage-20.md).
 SPREAD_POSITIVE_DEPTH = 8.0
 SPREAD_NEGATIVE_DEPTH = 4.0
 # Default patch budget of one click: the clicked patch and its 26 neighbours.

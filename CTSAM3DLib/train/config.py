@@ -97,7 +97,7 @@ class TrainConfig:
         freeze_geodesic_skip: keep a ``compact_geo_skip`` network's logit-skip weights as loaded
             (e.g. set on a validation split with ``scripts/bundle_weights.py --geodesic-skip``):
             training pulls the ``Gp`` weight down, as voxels left at saturated negative logits far
-            from a click give it no gradient (docs/MODEL_CARD.md, stages 12 and 14).
+            from a click give it no gradient (docs/experiments/, stages 12 and 14).
         pseudo_ratio: fraction of samples drawn from class-agnostic pseudo-structures (HU-band
             regions of the training CTs, `CTSAM3DLib.train.pseudo`) instead of labels.
         pseudo_supervoxel_mm: sizes (mm across) of SLIC supervoxels added to the pseudo-structures;

@@ -16,7 +16,7 @@ same way). Two generators run on a model-space CT (1.5 mm, HU, ``(z, y, x)``):
   "the whole organ" by the next. On stage 9's training data that prior showed as round-1
   predictions of 14,000-45,000 voxels for 10 cm supervoxels filling 36,000-136,000 voxels of the
   patch (Dice 0.17-0.43), the same under-fill as on the lungs; a 720-step A/B favours leaving them
-  out on `val` and `test` (docs/MODEL_CARD.md, "Stage 10").
+  out on `val` and `test` (docs/experiments/stage-10-11.md).
 
 Every candidate is kept only if it is inside the body, between ``min_voxels`` and
 ``max_voxels`` large, compact (it fills at least ``min_fill`` of its bounding box) and

@@ -16,8 +16,8 @@ from CTSAM3DLib.model.build import DEFAULT_VARIANT
 from CTSAM3DLib.model.checkpoint import CheckpointError
 
 # Liver DSC after one click (CPP on) that the bundled weights must clear: a random model scores 0.000 here,
-# the stage-10 weights 0.251 (stage 7: 0.668, stage 4: 0.198; docs/MODEL_CARD.md): it proves trained weights
-# drive the demo. Stage 10 fills this first click less but generalises better (model card, "Stage 10").
+# the stage-10 weights 0.251 (stage 7: 0.668, stage 4: 0.198; docs/experiments/): it proves trained weights
+# drive the demo. Stage 10 fills this first click less but generalises better (docs/experiments/stage-10-11.md).
 LIVER_DSC_FLOOR = 0.2
 
 
