@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from pathlib import Path
 
 # Hosts that keep the app on this machine.
 LOOPBACK_HOSTS = ("localhost",)
@@ -27,6 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="memory budget of all sessions: new tabs are refused above it (default: half the RAM)")
     p.add_argument("--idle-minutes", type=float, default=30.0, metavar="MIN",
                    help="close a tab's session after this long without activity (default: 30)")
+    p.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                   help="a folder whose CTs the page may open by path (repeatable; default: none, only the image "
+                        "given here and uploads)")
+    p.add_argument("--max-upload-gb", type=float, default=2.0, metavar="GB",
+                   help="most bytes one tab may upload (default: %(default)s)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name browsers use to reach this server, e.g. behind a reverse proxy (repeatable; "
+                        "IP addresses and localhost always work; '*' turns the check off)")
     p.set_defaults(func=run)
 
 
@@ -46,14 +55,16 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ImportError(f"ctsam3d serve needs the web extra ({exc}): pip install 'CTSAM3DLib[web]'.") from exc
     if args.image is not None:
-        inputs.volume_files(args.image)  # ValueError for a missing or unknown file, before anything starts
+        inputs.check_image_kind(args.image)  # ValueError for a missing or unknown file, before anything starts
+    for root in args.data_root:
+        if not Path(root).expanduser().is_dir():
+            raise ValueError(f"--data-root {root} is not a folder.")
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}.")
-    if args.max_sessions < 1 or args.idle_minutes <= 0 or (args.memory_gb is not None and args.memory_gb <= 0):
-        raise ValueError("--max-sessions, --idle-minutes and --memory-gb must be positive.")
+    if (args.max_sessions < 1 or args.idle_minutes <= 0 or args.max_upload_gb <= 0
+            or (args.memory_gb is not None and args.memory_gb <= 0)):
+        raise ValueError("--max-sessions, --idle-minutes, --max-upload-gb and --memory-gb must be positive.")
     if args.checkpoint is not None:
-        from pathlib import Path
-
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f"Checkpoint {args.checkpoint} does not exist.")
     if args.device is not None:
@@ -65,8 +76,11 @@ def run(args: argparse.Namespace) -> int:
               "server. CTSAM3D has no authentication; put it behind a reverse proxy that authenticates.")
     image = args.image or str(_sample_ct())
     memory = int(args.memory_gb * 2**30) if args.memory_gb else gateway.default_memory_budget_bytes()
-    config = gateway.GatewayConfig(gateway.worker_args(image, args.checkpoint, args.window, args.device),
-                                   args.max_sessions, memory, args.idle_minutes * 60)
+    upload_bytes = int(args.max_upload_gb * 2**30)
+    worker_args = gateway.worker_args(image, args.checkpoint, args.window, args.device, args.data_root)
+    config = gateway.GatewayConfig([*worker_args, "--max-upload-bytes", str(upload_bytes)], args.max_sessions,
+                                   memory, args.idle_minutes * 60, max_upload_bytes=upload_bytes,
+                                   allowed_hosts=tuple(args.allowed_host))
     gateway.serve(config, args.host, args.port)
     return 0
 

@@ -3,7 +3,9 @@
 Started by ``gateway`` (``python -m CTSAM3DLib.web.app --port N ...``), never directly by users. Clicks come
 from Slicer's markups placement in the views (``PromptMarkups``), run on the bridge's worker thread and are
 committed to the scene by a 50 ms poll on the server's event loop; errors go to the page's banner and leave
-the segments as they were.
+the segments as they were. Every request must carry the secret the gateway gave this worker (``SECRET_ENV``), so
+nobody else on the machine can attach to the session through its port; the tab reads server paths only as its
+``inputs.DataAccess`` allows.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hmac
 import logging
+import os
+import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -23,6 +29,7 @@ from trame.app import TrameApp
 
 from CTSAM3DLib.engine.planning import reach_depth_for
 from CTSAM3DLib.web import inputs
+from CTSAM3DLib.web.gateway import SECRET_ENV, SECRET_HEADER, UPLOADS
 from CTSAM3DLib.web.workspace import DOWNLOAD_TYPES, Workspace
 
 logger = logging.getLogger(__name__)
@@ -34,14 +41,20 @@ DEFAULT_STATE: dict[str, Any] = {
     "ct_path": "", "ct_name": "", "has_ct": False, "window_preset": "Abdomen", "tool": "include", "segments": [],
     "segment_id": "", "busy": False, "status": "Starting...", "error": "", "probe": "", "use_cpp": True,
     "max_patches": 27, "large_organs": False, "device": "cpu", "devices": ["cpu"], "show_3d": True,
+    "max_upload_bytes": 0,
 }
+# The page's script (uploads over HTTP, streamed to disk by the gateway), served at ``ctsam3d/``.
+SCRIPTS_DIR = Path(__file__).with_name("static")
+# An upload batch's name (made by the gateway).
+_BATCH = re.compile(r"^[0-9a-f]{16}$")
 
 
 class CTSAM3DWebApp(TrameApp):
     """The tab's server: trame-slicer scene and views, a ``Workspace``, and the page's handlers."""
 
     def __init__(self, server: Any = None, checkpoint: str | None = None, window_hu: tuple[float, float] | None = None,
-                 device: str | None = None, cache_bytes: int | None = None, upload_dir: str | None = None) -> None:
+                 device: str | None = None, cache_bytes: int | None = None, upload_dir: str | None = None,
+                 access: inputs.DataAccess | None = None, max_upload_bytes: int = 0, secret: str = "") -> None:
         super().__init__(server, client_type="vue3")
         from trame_slicer.core import LayoutManager, SlicerApp
         from trame_slicer.rca_view import register_rca_factories
@@ -61,10 +74,18 @@ class CTSAM3DWebApp(TrameApp):
         if cache_bytes:
             self.logic.config = dataclasses.replace(self.logic.config, cache_bytes=int(cache_bytes))
         self.model_args = (checkpoint, window_hu)
-        self.workspace = Workspace(self.slicer.scene, self.slicer.app_logic, self.logic)
-        self.workspace.on_error = self._show_error
         self.upload_dir = Path(upload_dir or tempfile.mkdtemp(prefix="ctsam3d-web-"))
-        self.state.update({**DEFAULT_STATE, "devices": self.logic.available_devices(), "trame__title": "CTSAM3D"})
+        self.access = access or inputs.DataAccess.create(self.upload_dir)
+        self.workspace = Workspace(self.slicer.scene, self.slicer.app_logic, self.logic, self.access)
+        self.workspace.on_error = self._show_error
+        self.state.update({**DEFAULT_STATE, "devices": self.logic.available_devices(), "trame__title": "CTSAM3D",
+                           "max_upload_bytes": int(max_upload_bytes)})
+        self._secret = secret
+        if secret:
+            self.server.controller.on_server_bind.add(self._require_secret)
+        self.server.enable_module({"serve": {"ctsam3d": str(SCRIPTS_DIR)}, "scripts": ["ctsam3d/upload.js"]})
+        for action in (self.open_path, self.open_upload, self.upload_failed):
+            self.server.controller.trigger(action.__name__)(action)
         self.state.device = device or self.state.devices[0]
         self._downloads: dict[str, Callable[[], Any]] = {}
         self._observe_cursor()
@@ -92,20 +113,45 @@ class CTSAM3DWebApp(TrameApp):
         self.logic.load_model(checkpoint, self.state.device, window_hu)
         self.logic.configure(**_cpp_settings(self.state.use_cpp, self.state.max_patches, self.state.large_organs))
 
-    # ---- actions called by the page ------------------------------------------------------------
-    def open_path(self) -> None:
-        """Open the CT at the server path typed in the toolbar."""
-        self._guarded(lambda: self._open(str(self.state.ct_path).strip()))
+    # ---- worker port ------------------------------------------------------------------------------
+    def _require_secret(self, wslink_server: Any) -> None:
+        """Refuse every request to this worker's port that lacks the gateway's secret header."""
+        from aiohttp import web
 
-    def open_upload(self, files: Sequence[dict] | None) -> None:
-        """Open uploaded files (one image, a zipped DICOM folder, or a DICOM series' files)."""
-        if files:
-            folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self.upload_dir))
-            self._guarded(lambda: self._open(str(inputs.save_uploads(files, folder))))
+        @web.middleware
+        async def check(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+            if not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), self._secret):
+                return web.Response(status=403, text="This port is one CTSAM3D session's server; open the address "
+                                                     "`ctsam3d serve` printed instead.")
+            return await handler(request)
+
+        wslink_server.app.middlewares.append(check)
+
+    # ---- actions called by the page (trigger names: the method names) -------------------------------------
+    def open_path(self, path: str | None = None) -> str:
+        """Open the CT at a server path (default: the one typed in the toolbar); returns the error shown, or ""."""
+        if path is not None:
+            self.state.ct_path = str(path)
+        return self._guarded(lambda: self._open(str(self.state.ct_path).strip()))
+
+    def open_upload(self, batch: str) -> str:
+        """Open a finished upload (one image, a zipped DICOM folder, or a DICOM series' files), then delete it.
+
+        ``batch`` names the folder the gateway streamed the files into; returns the error shown, or "".
+        """
+        folder = self.upload_dir / UPLOADS / str(batch)
+        if not _BATCH.match(str(batch)) or not folder.is_dir():
+            return self._guarded(lambda: _raise(ValueError("The upload did not arrive; upload the CT again.")))
+        try:
+            return self._guarded(lambda: self._open(str(inputs.upload_target(folder))))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # the scene holds the voxels now
+
+    def upload_failed(self, message: str) -> str:
+        """Show why an upload was refused (the gateway's answer, relayed by the page)."""
+        return self._guarded(lambda: _raise(ValueError(str(message)[:500] or "The upload failed.")))
 
     def _open(self, path: str) -> None:
-        if not path:
-            raise ValueError("Type the path of a CT on the server first.")
         node = self.workspace.open(path)
         self.slicer.display_manager.show_volume_in_slice_background(node)
         for view in self.slicer.view_manager.get_slice_views():
@@ -212,12 +258,15 @@ class CTSAM3DWebApp(TrameApp):
         self.state.segments = [dataclasses.asdict(s) for s in self.workspace.segments()]
         self.state.segment_id = self.workspace.segment_id
 
-    def _guarded(self, action: Callable[[], Any]) -> None:
+    def _guarded(self, action: Callable[[], Any]) -> str:
+        """Run a page action; an error goes to the banner (and is returned), never a traceback."""
         try:
             action()
             self._refresh_segments()
         except Exception as exc:  # every user action: banner instead of a traceback; nothing else changes
             self._show_error(exc)
+            return str(self.state.error)
+        return ""
 
     def _show_error(self, error: BaseException) -> None:
         from CTSAM3DLib.mrml.jobs import ClickCancelled
@@ -260,6 +309,10 @@ class CTSAM3DWebApp(TrameApp):
                 self.state.probe = text
 
 
+def _raise(error: Exception) -> None:
+    raise error
+
+
 def _cpp_settings(use_cpp: Any, max_patches: Any, large_organs: Any) -> dict[str, Any]:
     """``BridgeLogic.configure`` keywords from the page's CPP settings."""
     return {"use_cpp": bool(use_cpp), "max_patches": int(max_patches or 0),
@@ -276,17 +329,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, nargs=2)
     parser.add_argument("--device")
     parser.add_argument("--cache-bytes", type=int)
-    parser.add_argument("--upload-dir")
-    parser.add_argument("--exit-after", type=int, default=60, help="stop when no page was connected this many s")
+    parser.add_argument("--upload-dir", required=True, help="the tab's own folder (uploads, extracted zips)")
+    parser.add_argument("--sessions-root", help="the folder of all tabs' folders: never readable from this tab")
+    parser.add_argument("--data-root", action="append", default=[], help="a folder whose CTs the tab may open")
+    parser.add_argument("--max-upload-bytes", type=int, default=0, help="the gateway's upload budget (shown)")
+    parser.add_argument("--exit-after", type=int, default=1800,
+                        help="stop when no page was connected this many s (the gateway passes its idle time)")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # trame parses the command line too; everything it needs is passed below
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    access = _data_access(args.upload_dir, args.data_root, args.image, args.sessions_root)
     app = CTSAM3DWebApp(checkpoint=args.checkpoint, window_hu=tuple(args.window) if args.window else None,
-                        device=args.device, cache_bytes=args.cache_bytes, upload_dir=args.upload_dir)
+                        device=args.device, cache_bytes=args.cache_bytes, upload_dir=args.upload_dir, access=access,
+                        max_upload_bytes=args.max_upload_bytes, secret=os.environ.pop(SECRET_ENV, ""))
     app.start_up(args.image)
     app.server.start(port=args.port, host=args.host, open_browser=False, show_connection_info=False,
                      timeout=args.exit_after)
     return 0
+
+
+def _data_access(upload_dir: str, data_roots: Sequence[str], image: str | None,
+                 sessions_root: str | None) -> inputs.DataAccess:
+    """What the tab may read: its folder, the ``--data-root`` folders and the command line's image, never others' tabs."""
+    roots, files = list(data_roots), []
+    if image:
+        (roots if Path(image).is_dir() else files).append(image)
+    return inputs.DataAccess.create(upload_dir, roots, files, excluded=[sessions_root] if sessions_root else [])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The page of one tab: toolbar (open, window, downloads), side panel (tools, segments, settings), four views.
 
 Widgets only: every action calls a method of ``CTSAM3DWebApp`` through the trame controller; the page's state
-keys are listed in ``app.DEFAULT_STATE``. Elements the end-to-end test uses carry ``id`` attributes.
+keys are listed in ``app.DEFAULT_STATE``. Elements the end-to-end test uses carry ``id`` attributes. Uploads go
+over HTTP (``static/upload.js``: the gateway streams them into the tab's folder), not through the websocket.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 
 from CTSAM3DLib.web.workspace import WINDOW_PRESETS
 
+# What the .nii.gz download does with overlapping segments (shown on the page and as the button's tooltip).
+LABELMAP_NOTE = ("nii.gz: one label per voxel (label n = n-th segment); where segments overlap, the later segment "
+                 "wins. seg.nrrd keeps overlaps, names, colours and clicks.")
+
 
 def build_page(server: Any, layout_manager: Any, actions: Any) -> SinglePageWithDrawerLayout:
     """Build the page on ``server``; ``actions`` is the ``CTSAM3DWebApp`` whose methods the widgets call."""
     with SinglePageWithDrawerLayout(server, width=340) as page:
         page.title.set_text("CTSAM3D")
         with page.toolbar:
-            _toolbar(server, actions)
+            _toolbar(actions)
         with page.drawer:
             _tools(actions)
             _segment_list(actions)
@@ -40,8 +45,7 @@ def build_page(server: Any, layout_manager: Any, actions: Any) -> SinglePageWith
     return page
 
 
-def _toolbar(server: Any, actions: Any) -> None:
-    trigger = server.controller.trigger_name
+def _toolbar(actions: Any) -> None:
     v3.VSpacer()
     v3.VTextField(v_model=("ct_path",), id="ct-path", label="CT on the server (file, DICOM folder or .zip)",
                   density="compact", hide_details=True, style="max-width: 360px;", classes="mr-2",
@@ -49,14 +53,14 @@ def _toolbar(server: Any, actions: Any) -> None:
     v3.VBtn("Open", id="open-path", click=actions.open_path, variant="tonal", classes="mr-2", disabled=("busy",))
     v3.VFileInput(id="upload", label="Upload CT", multiple=True, density="compact", hide_details=True,
                   prepend_icon="mdi-upload", style="max-width: 200px;", classes="mr-2", disabled=("busy",),
-                  accept=".nii,.gz,.nrrd,.nhdr,.mha,.mhd,.zip,.dcm",
-                  update_modelValue=f"trigger('{trigger(actions.open_upload)}', [$event])")
+                  accept=".nii,.gz,.nrrd,.nhdr,.mha,.mhd,.raw,.zip,.dcm",
+                  update_modelValue="window.ctsam3dUpload($event, trame)")
     v3.VSelect(v_model=("window_preset",), items=("window_presets", list(WINDOW_PRESETS)), id="window-preset",
                label="Window", density="compact", hide_details=True, style="max-width: 150px;", classes="mr-2")
     for suffix, label in ((".seg.nrrd", "seg.nrrd"), (".nii.gz", "nii.gz")):
         name = actions.download_trigger(suffix)
         v3.VBtn(label, id=f"download-{label.replace('.', '-')}", prepend_icon="mdi-download", variant="text",
-                disabled=("!has_ct",),
+                disabled=("!has_ct",), title=LABELMAP_NOTE,
                 click=f"utils.download(ct_name + '{suffix}', trigger('{name}'), '{actions.mime(suffix)}')")
 
 
@@ -94,6 +98,7 @@ def _segment_list(actions: Any) -> None:
                             click_stop=(actions.set_visible, "[s.segment_id, !s.is_visible]"))
                     v3.VBtn(icon="mdi-delete", size="x-small", variant="text",
                             click_stop=(actions.delete, "[s.segment_id]"))
+        html.Div(LABELMAP_NOTE, id="labelmap-note", classes="text-caption text-medium-emphasis px-1")
 
 
 def _settings() -> None:

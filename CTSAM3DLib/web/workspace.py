@@ -44,8 +44,11 @@ class SegmentInfo:
 class Workspace:
     """The CT, its segmentation node and the selected segment of one tab, on that tab's own MRML scene."""
 
-    def __init__(self, scene: Any, app_logic: Any, logic: BridgeLogic) -> None:
+    def __init__(self, scene: Any, app_logic: Any, logic: BridgeLogic, access: inputs.DataAccess | None = None) -> None:
         self.scene, self.app_logic, self.logic = scene, app_logic, logic
+        # What ``open`` may read (the web app's tab rules); without one, any readable path (library use).
+        self.access = access or inputs.DataAccess.create(tempfile.mkdtemp(prefix="ctsam3d-workspace-"),
+                                                         unrestricted=True)
         self.volume_node: Any = None
         self.segmentation_node: Any = None
         self.segment_id = ""
@@ -57,18 +60,18 @@ class Workspace:
     def open(self, path: str | Path) -> Any:
         """Load a CT (file, DICOM folder or zipped DICOM folder) with Slicer's reader and start a new segmentation.
 
+        The path must be one ``access`` allows. A single file is decoded once, by Slicer's reader; the
+        library's payload checks (a truncated or damaged file, which that reader accepts) scan it first.
         The previous CT and its segmentation leave the scene only once the new CT has loaded.
-        Raises ValueError (unreadable, not a 3-D scalar CT, a click still running).
+        Raises ValueError (not allowed, unreadable, not a 3-D scalar CT, a click still running).
         """
         self._refuse_if_busy("open another CT")
         from trame_slicer.core.volumes_reader import VolumesReader
 
-        files = inputs.volume_files(path)
-        if len(files) == 1:  # Slicer's reader accepts a truncated file; the library's checks refuse it first
-            from CTSAM3DLib.io.readers import read_image
-
-            read_image(files[0])
-        nodes = VolumesReader.load_volumes(self.scene, self.app_logic, files)
+        with self.access.volume_files(path) as files:
+            if len(files) == 1:
+                inputs.check_image_file(files[0])
+            nodes = VolumesReader.load_volumes(self.scene, self.app_logic, files)
         if not nodes:
             raise ValueError(f"Slicer could not read a volume from {Path(path).name}.")
         volume_node = nodes[0]
@@ -256,6 +259,12 @@ def _check_ct(volume_node: Any) -> None:
         raise ValueError(f"{volume_node.GetName()} has no voxels or several components per voxel; CTSAM3D needs a CT.")
     if min(image.GetDimensions()) < 2:
         raise ValueError(f"{volume_node.GetName()} is a 2-D image {image.GetDimensions()}; CTSAM3D needs a 3-D CT.")
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    if image.GetScalarType() in (vtk.VTK_FLOAT, vtk.VTK_DOUBLE):  # Slicer's reader keeps NaN; the engine cannot
+        if not np.isfinite(vtk_to_numpy(image.GetPointData().GetScalars())).all():
+            raise ValueError(f"{volume_node.GetName()} has NaN or infinite voxels; CTSAM3D needs finite HU values.")
 
 
 def _write_node(node: Any, path: Path) -> None:

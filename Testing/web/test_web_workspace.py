@@ -158,8 +158,6 @@ def test_bad_files_are_refused_and_segments_stay(opened: Any, tmp_path: Path) ->
 
 
 def test_zipped_dicom_opens_and_unsafe_zip_is_refused(workspace: Any, tmp_path: Path) -> None:
-    from CTSAM3DLib.web import inputs
-
     image = sitk.Cast(sitk.ReadImage(str(bundled.sample_dir() / "ct.nii.gz"))[:, :, 40:48], sitk.sitkInt16)
     archive = tmp_path / "series.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -182,12 +180,13 @@ def test_zipped_dicom_opens_and_unsafe_zip_is_refused(workspace: Any, tmp_path: 
     with zipfile.ZipFile(evil, "w") as zipped:
         zipped.writestr("../outside.dcm", b"x")
     with pytest.raises(ValueError, match="unsafe"):
-        inputs.volume_files(evil)
-    assert not (tmp_path / "outside.dcm").exists()
+        workspace.open(evil)
+    assert not (tmp_path / "outside.dcm").exists() and workspace.volume_node is None
+    assert not list(workspace.access.scratch.iterdir())  # the extraction folder is gone
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable zip"):
-        inputs.volume_files(broken)
+        workspace.open(broken)
 
 
 def test_the_large_organs_switch_sets_the_cpp_reach_depth(web_extra: None) -> None:
