@@ -33,14 +33,37 @@ def ijk_to_ras_matrix(volume_node: Any) -> np.ndarray:
     return slicer_api().util.arrayFromVTKMatrix(matrix)
 
 
-def volume_from_node(volume_node: Any) -> Volume:
-    """Copy a scalar volume node's voxels (z, y, x) and its IJKToRAS into a ``Volume`` (ValueError if not a CT)."""
+def check_volume_node(volume_node: Any) -> None:
+    """Raise ValueError with a clear message unless the node is a one-component scalar volume with voxels."""
     if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode") or volume_node.GetImageData() is None:
         raise ValueError("Select a scalar CT volume that has voxels as the input volume.")
     if volume_node.GetImageData().GetNumberOfScalarComponents() != 1:
         raise ValueError(f"Volume '{volume_node.GetName()}' has several components per voxel; CTSAM3D needs a CT.")
-    array = np.array(slicer_api().util.arrayFromVolume(volume_node), copy=True)
-    return Volume.from_ijk_to_ras(array, ijk_to_ras_matrix(volume_node))
+
+
+def volume_from_image(image: Any, ijk_to_ras: np.ndarray) -> Volume:
+    """Copy a ``vtkImageData``'s voxels (z, y, x) with this 4x4 IJK -> RAS into a ``Volume`` (any thread: reads
+    only the image object, which the caller keeps alive)."""
+    from vtk.util import numpy_support
+
+    dims = image.GetDimensions()
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+    return Volume.from_ijk_to_ras(np.array(array, copy=True), ijk_to_ras)
+
+
+def volume_from_node(volume_node: Any) -> Volume:
+    """Copy a scalar volume node's voxels (z, y, x) and its IJKToRAS into a ``Volume`` (ValueError if not a CT)."""
+    check_volume_node(volume_node)
+    return volume_from_image(volume_node.GetImageData(), ijk_to_ras_matrix(volume_node))
+
+
+def default_input_volume(scene: Any) -> Any:
+    """The first scalar volume of the scene that is not a labelmap (a CT candidate), or None."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if not node.IsA("vtkMRMLLabelMapVolumeNode"):
+            return node
+    return None
 
 
 def _transform_points(source_node: Any, target_node: Any, points: np.ndarray) -> np.ndarray:
@@ -82,12 +105,13 @@ def oriented_image(geometry: np.ndarray, extent: Sequence[int]) -> Any:
 
 
 def ensure_reference_geometry(volume_node: Any, segmentation_node: Any) -> bool:
-    """Put a segmentation without segments (or geometry) on the volume's voxel grid; True if set. One with
-    segments on another grid keeps it: writes are then resampled by Slicer instead of voxel-exact."""
+    """Put a segmentation without a reference geometry on the volume's voxel grid; True if set. One that has
+    a geometry keeps it (also when it has no segments yet: the user may have chosen it in the Segment
+    Editor); writes on another grid are resampled by Slicer instead of voxel-exact."""
     slicer = slicer_api()
     segmentation = segmentation_node.GetSegmentation()
     name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-    if segmentation.GetNumberOfSegments() > 0 and segmentation.GetConversionParameter(name):
+    if segmentation.GetConversionParameter(name):
         return False
     extent = volume_node.GetImageData().GetExtent()
     image = oriented_image(labelmap_geometry(volume_node, segmentation_node), extent)

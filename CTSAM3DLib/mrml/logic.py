@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from CTSAM3DLib.engine.session import SessionConfig
+from CTSAM3DLib.mrml.editor import EditMask, use_labelmap_source
 from CTSAM3DLib.mrml.jobs import CancellablePredictor
 from CTSAM3DLib.mrml.segments import OverwriteMode, checked_overwrite
 from CTSAM3DLib.mrml.session import SegmentationSession
@@ -27,6 +29,8 @@ class BridgeLogic:
         self.predictor: CancellablePredictor | None = None
         self.config = SessionConfig()
         self.overwrite: OverwriteMode = "none"
+        self.edit_mask = EditMask()
+        self.before_write: Callable[[str], None] | None = None  # main thread, before each write (editor undo)
         self._predictor_key: tuple | None = None
         self._session: SegmentationSession | None = None
         self._worker: ClickWorker | None = None
@@ -67,13 +71,21 @@ class BridgeLogic:
             self.close_session()  # RuntimeError while a job runs on the active session
             current = self._session = SegmentationSession(volume_node, segmentation_node, self.predictor,
                                                           self.config, self.overwrite)
-        current.configure(self.config, self.overwrite)
+        current.configure(self.config, self.overwrite, self.edit_mask)
+        current.before_write = self.before_write
         return current
 
+    def use_labelmap_source(self, segmentation_node: Any) -> None:
+        """Convert a segmentation stored as closed surfaces or contours to a binary-labelmap source (as the Segment
+        Editor does before editing), so that CTSAM3D can write into it; RuntimeError if Slicer cannot."""
+        use_labelmap_source(segmentation_node)
+
     def configure(self, use_cpp: bool | None = None, max_patches: int | None = None,
-                  overwrite: OverwriteMode | None = None, cpp_reach_depth: float | None = None) -> None:
-        """Change CPP on/off, its most patches per click, the overwrite mode and CPP's reach depth (``math.inf``:
-        off; `LARGE_ORGAN_REACH_DEPTH` for large organs, see ``SessionConfig``); applies to the active session.
+                  overwrite: OverwriteMode | None = None, cpp_reach_depth: float | None = None,
+                  edit_mask: EditMask | None = None) -> None:
+        """Change CPP on/off, its most patches per click, the overwrite mode, CPP's reach depth (``math.inf``:
+        off; `LARGE_ORGAN_REACH_DEPTH` for large organs, see ``SessionConfig``) and the Segment Editor's masking
+        (``editor.editor_settings``); applies to the active session.
         """
         if max_patches is not None and int(max_patches) < 1:
             raise ValueError("max_patches must be at least 1.")
@@ -81,8 +93,9 @@ class BridgeLogic:
                                    "cpp_reach_depth": None if cpp_reach_depth is None else float(cpp_reach_depth)}
         self.config = dataclasses.replace(self.config, **{k: v for k, v in changes.items() if v is not None})
         self.overwrite = checked_overwrite(overwrite or self.overwrite)
+        self.edit_mask = edit_mask or self.edit_mask
         if self._session is not None:
-            self._session.configure(self.config, self.overwrite)
+            self._session.configure(self.config, self.overwrite, self.edit_mask)
 
     def segment(self, volume_node: Any, segmentation_node: Any, segment_id: str | None,
                 points_ras: Sequence[Sequence[float]], labels: Sequence[int | bool]) -> str:

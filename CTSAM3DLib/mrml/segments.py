@@ -27,7 +27,7 @@ OverwriteMode = Literal["none", "visible", "all"]
 
 def write_region(segmentation_node: Any, segment_id: str, geometry: np.ndarray, box: BBox3D, region: np.ndarray,
                  overwrite_ids: Sequence[str] = (), grid_size_xyz: Sequence[int] | None = None,
-                 only: np.ndarray | None = None, current: np.ndarray | None = None) -> None:
+                 only: np.ndarray | None = None, current: np.ndarray | None = None) -> bool:
     """Replace the segment's voxels inside ``box`` (exclusive, voxels of ``geometry``: voxel -> segmentation RAS)
     by ``region`` (uint8 0/1, z, y, x); nothing outside the box changes; ``overwrite_ids`` lose the new foreground.
 
@@ -35,48 +35,82 @@ def write_region(segmentation_node: Any, segment_id: str, geometry: np.ndarray, 
     segment's values in the box on the volume grid, is needed for segments on another grid).
 
     On the segment's own grid (the usual case) the values go in place into its internal labelmap, as
-    ``slicer.util.arrayFromSegmentInternalBinaryLabelmap`` documents (time ~ box size); a segment sharing its
-    layer with a protected one first gets its own layer. On another grid Slicer's ``SetBinaryLabelmapToSegment``
+    ``slicer.util.arrayFromSegmentInternalBinaryLabelmap`` documents (time ~ box size). Segments share a
+    labelmap layer while they do not overlap; a segment whose new voxels would cover a protected segment of
+    its layer first gets a layer of its own. On another grid Slicer's ``SetBinaryLabelmapToSegment``
     resamples (nearest neighbour); RuntimeError if it refuses.
+
+    Returns:
+        Whether other segments (may have) lost voxels to this write.
     """
     segmentation = segmentation_node.GetSegmentation()
     segment = segmentation.GetSegment(segment_id)
     added = region > 0 if only is None else (region > 0) & only
     sharing = segmentation.GetSegmentIDsForLayer(segmentation.GetLayerIndex(segment_id))
-    if any(s != segment_id and s not in overwrite_ids for s in sharing) and added.any():
+    protected = [s for s in sharing if s != segment_id and s not in overwrite_ids]
+    if protected and added.any() and _covers(segmentation, segment_id, geometry, box, added, protected):
         segmentation.SeparateSegmentLabelmap(segment_id)  # never write over a protected segment's labels
     layer = _layer_on_grid(segment, geometry, box, grid_size_xyz)
     if layer is None:
         merged = region if only is None else np.where(only, region, current).astype(np.uint8)
         _write_resampled(segmentation_node, segment_id, geometry, box, merged, overwrite_ids)
-        return
+        return bool(overwrite_ids) and bool(added.any())
     label = segment.GetLabelValue()
     view = box_view(layer, box)
+    shared_labels = [segmentation.GetSegment(s).GetLabelValue() for s in overwrite_ids
+                     if segmentation.GetLayerIndex(s) == segmentation.GetLayerIndex(segment_id)]
+    took = bool(shared_labels) and bool(np.isin(view[added], shared_labels).any())
     cleared = region == 0 if only is None else (region == 0) & only
     view[(view == label) & cleared] = 0
     view[added] = label
     layer.Modified()  # -> SourceRepresentationModified: displays and derived representations update
     segment.Modified()
     if overwrite_ids and added.any():
-        _erase_from_other_layers(segmentation_node, segment_id, geometry, box, added.astype(np.uint8), overwrite_ids)
+        took |= _erase_from_other_layers(segmentation_node, segment_id, geometry, box, added.astype(np.uint8),
+                                         overwrite_ids)
+    return took
+
+
+def _covers(segmentation: Any, segment_id: str, geometry: np.ndarray, box: BBox3D, added: np.ndarray,
+            protected: Sequence[str]) -> bool:
+    """Whether ``added`` (bool, box-shaped) covers voxels of a ``protected`` segment in the segment's layer
+    (True when that cannot be read voxel-exactly)."""
+    layer = segmentation.GetSegment(segment_id).GetRepresentation(
+        slicer_api().vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    if layer is None or is_empty(layer):
+        return False
+    if not on_grid(layer, geometry):
+        return True
+    clipped = clip_box(layer, box)
+    if clipped is None:
+        return False
+    labels = [segmentation.GetSegment(s).GetLabelValue() for s in protected]
+    return bool(np.isin(box_view(layer, clipped)[crop(added, clipped, box[0])], labels).any())
 
 
 def segment_mask(segmentation_node: Any, segment_id: str, volume_node: Any, shape_zyx: Sequence[int]) -> np.ndarray:
     """The segment as uint8 (z, y, x) on the volume's voxel grid: read from its labelmap when that is on the
     volume's grid (exact), else exported by Slicer (resampled). Empty when it has no binary labelmap."""
+    size_xyz = tuple(int(v) for v in shape_zyx)[::-1]
+    return segment_values(segmentation_node, segment_id, volume_node, ((0, 0, 0), size_xyz))  # type: ignore[arg-type]
+
+
+def segment_values(segmentation_node: Any, segment_id: str, volume_node: Any, box: BBox3D) -> np.ndarray:
+    """The segment as uint8 (z, y, x) inside ``box`` (volume voxel indices, exclusive, inside the volume), read
+    as ``segment_mask`` reads it."""
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     name = slicer_api().vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     layer = segment.GetRepresentation(name) if segment is not None else None
-    out = np.zeros(tuple(shape_zyx), dtype=np.uint8)
+    (i0, j0, k0), (i1, j1, k1) = box
+    out = np.zeros((k1 - k0, j1 - j0, i1 - i0), dtype=np.uint8)
     if layer is None or is_empty(layer):
         return out
     if not on_grid(layer, labelmap_geometry(volume_node, segmentation_node)):
         exported = slicer_api().util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
-        return (np.asarray(exported) > 0).astype(np.uint8)
-    size_xyz = tuple(int(v) for v in shape_zyx)[::-1]
-    box = intersect(clip_box(layer, ((0, 0, 0), size_xyz)), (0, 0, 0), size_xyz)
-    if box is not None:
-        crop(out, box)[...] = box_view(layer, box) == segment.GetLabelValue()
+        return (crop(np.asarray(exported), box) > 0).astype(np.uint8)
+    clipped = clip_box(layer, box)
+    if clipped is not None:
+        crop(out, clipped, box[0])[...] = box_view(layer, clipped) == segment.GetLabelValue()
     return out
 
 
@@ -134,10 +168,12 @@ def _layer_on_grid(segment: Any, geometry: np.ndarray, box: BBox3D, grid_size_xy
 
 
 def _erase_from_other_layers(segmentation_node: Any, segment_id: str, geometry: np.ndarray, box: BBox3D,
-                             region: np.ndarray, overwrite_ids: Sequence[str]) -> None:
-    """Remove the new foreground from overwritten segments in other layers (same layer: done by the write)."""
+                             region: np.ndarray, overwrite_ids: Sequence[str]) -> bool:
+    """Remove the new foreground from overwritten segments in other layers (same layer: done by the write);
+    returns whether any of them (may have) lost voxels."""
     segmentation = segmentation_node.GetSegmentation()
     binary = slicer_api().vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    took = False
     for sid in (s for s in overwrite_ids if segmentation.GetLayerIndex(s) != segmentation.GetLayerIndex(segment_id)):
         segment = segmentation.GetSegment(sid)
         layer = segment.GetRepresentation(binary)
@@ -147,11 +183,16 @@ def _erase_from_other_layers(segmentation_node: Any, segment_id: str, geometry: 
         if not on_grid(layer, geometry):
             _write_resampled(segmentation_node, sid, geometry, box, np.where(region > 0, 0, 255).astype(np.uint8), (),
                              modes=("min",))
+            took = True
             continue
         view = box_view(layer, clipped)
-        view[(view == segment.GetLabelValue()) & (crop(region, clipped, box[0]) > 0)] = 0
-        layer.Modified()
-        segment.Modified()
+        hit = (view == segment.GetLabelValue()) & (crop(region, clipped, box[0]) > 0)
+        if hit.any():
+            view[hit] = 0
+            layer.Modified()
+            segment.Modified()
+            took = True
+    return took
 
 
 def _write_resampled(segmentation_node: Any, segment_id: str, geometry: np.ndarray, box: BBox3D, region: np.ndarray,

@@ -5,13 +5,15 @@ MTime, then by comparing voxels) starts the engine from them (``Session.set_targ
 voxels it did not ask to remove, and undo returns to them exactly. Prompt memory: engine target = segment ID;
 the clicks stored with the segment are replayed on its first use in a session.
 
-Threading: ``run`` touches only the engine (worker thread); ``prepare_*`` and ``commit`` / ``discard``
-touch MRML (main thread).
+Threading: ``run`` touches only the engine (worker thread; the first job also copies the CT there, so
+starting a session never blocks the GUI); ``prepare_*`` and ``commit`` / ``discard`` touch MRML (main thread).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 from typing import Any
 
@@ -20,66 +22,96 @@ from numpy.typing import ArrayLike
 
 from CTSAM3DLib.aliases import BBox3D
 from CTSAM3DLib.engine.session import Session, SessionConfig
+from CTSAM3DLib.mrml.editor import EditMask, SourceRepresentationError, editable, source_problem, use_labelmap_source
 from CTSAM3DLib.mrml.geometry import (
-    crop, ensure_reference_geometry, ijk_to_ras_matrix, intersect, labelmap_geometry, local_to_world, union_boxes,
-    volume_from_node, world_to_local)
+    check_volume_node, crop, ensure_reference_geometry, ijk_to_ras_matrix, intersect, labelmap_geometry, local_to_world,
+    union_boxes, volume_from_image, world_to_local)
 from CTSAM3DLib.mrml.jobs import (
     CancellablePredictor, ClickCancelled, DeviceOutOfMemory, Job, JobKind, Outcome, is_out_of_memory)
 from CTSAM3DLib.mrml.segments import (
-    OverwriteMode, checked_overwrite, labelmap_mtime, overwrite_ids, read_clicks, segment_mask, show_segment,
-    store_clicks, write_region)
+    OverwriteMode, checked_overwrite, labelmap_mtime, overwrite_ids, read_clicks, segment_mask, segment_values,
+    show_segment, store_clicks, write_region)
+
+_NO_CLICKS: tuple[np.ndarray, tuple[bool, ...]] = (np.zeros((0, 3)), ())
 
 
 class SegmentationSession:
     """Click-to-segment on one volume node into one segmentation node; one engine target per segment.
 
-    The CT volume node's voxels are copied once; a segmentation without segments is put on its grid.
-    ``overwrite``: "none" (default: other segments untouched), "visible" or "all".
+    The CT volume node's voxels are copied once, by the first job (worker thread); a segmentation without a
+    reference geometry is put on the volume's grid. ``overwrite``: "none" (default: other segments untouched),
+    "visible" or "all"; ``edit_mask``: the Segment Editor's masking; ``before_write(segment_id)``: called on the
+    main thread before each write (the Slicer module saves the Segment Editor's undo state there).
 
     A segment's voxels are the truth: when they changed outside CTSAM3D since its last write (or were never
     written by it), the next click starts the engine from them (``Session.set_target_mask``), so that no
-    click removes voxels it did not ask to remove; CTSAM3D's undo then stops at that content.
+    click removes voxels it did not ask to remove; CTSAM3D's undo then stops at that content, and the clicks made
+    before it stay with the segment (stored and shown).
+
+    Raises:
+        ValueError: not a scalar volume or not a segmentation; ``SourceRepresentationError`` (a ValueError) when the
+            segmentation has segments whose source representation is not a binary labelmap.
     """
 
     def __init__(self, volume_node: Any, segmentation_node: Any, predictor: Any, config: SessionConfig | None = None,
                  overwrite: OverwriteMode = "none") -> None:
         if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
             raise ValueError("Select a segmentation node for the results.")
-        volume = volume_from_node(volume_node)
+        check_volume_node(volume_node)
+        problem = source_problem(segmentation_node)
+        if problem and segmentation_node.GetSegmentation().GetNumberOfSegments():
+            raise SourceRepresentationError(problem)
+        if problem:
+            use_labelmap_source(segmentation_node)  # no segments: nothing to convert
         self.volume_node, self.segmentation_node = volume_node, segmentation_node
         if not isinstance(predictor, CancellablePredictor):
             predictor = CancellablePredictor(predictor)
-        self.engine = Session(predictor, config or SessionConfig())
-        self.engine.set_volume(volume)
+        self._engine = Session(predictor, config or SessionConfig())
         self.overwrite = checked_overwrite(overwrite)
+        self.edit_mask = EditMask()
+        self.before_write: Callable[[str], None] | None = None
+        self._image = volume_node.GetImageData()  # kept alive until the worker has copied it (``_load_volume``)
+        self._volume_lock = threading.Lock()
         self._ijk_to_ras = ijk_to_ras_matrix(volume_node)
-        self._shape_xyz = volume.shape_xyz
-        self._volume_mtime = volume_node.GetImageData().GetMTime()
+        self._shape_xyz = tuple(int(v) for v in self._image.GetDimensions())
+        self._volume_mtime = self._image.GetMTime()
         self._replayed: set[str] = set()  # segments whose stored clicks are in the engine (set by ``run``)
         self._written: dict[str, int] = {}  # segment -> its labelmap's MTime right after our last write
         self._pending: dict[str, int] = {}  # segment -> jobs prepared but not yet committed or discarded
+        self._earlier: dict[str, tuple[np.ndarray, tuple[bool, ...]]] = {}  # clicks before a restart from content
+        self._trimmed: set[str] = set()  # segments whose writes took voxels from other segments
         ensure_reference_geometry(volume_node, segmentation_node)
         if segmentation_node.GetDisplayNode() is None:
             segmentation_node.CreateDefaultDisplayNodes()
+
+    @property
+    def engine(self) -> Session:
+        """The engine, its CT loaded (here, if no job has loaded it yet: scripting and tests)."""
+        self._load_volume()
+        return self._engine
 
     def matches(self, volume_node: Any, segmentation_node: Any, predictor: Any) -> bool:
         """Whether this session still serves these nodes and this predictor (volume unchanged)."""
         base = getattr(predictor, "predictor", predictor)
         return (volume_node is self.volume_node and segmentation_node is self.segmentation_node
-                and base is getattr(self.engine.predictor, "predictor", None) and volume_node.GetImageData() is not None
+                and base is getattr(self._engine.predictor, "predictor", None) and volume_node.GetImageData() is not None
                 and volume_node.GetImageData().GetMTime() == self._volume_mtime
                 and np.array_equal(ijk_to_ras_matrix(volume_node), self._ijk_to_ras))
 
-    def configure(self, config: SessionConfig | None = None, overwrite: OverwriteMode | None = None) -> None:
-        """Change the engine settings and the overwrite mode for the next jobs."""
+    def configure(self, config: SessionConfig | None = None, overwrite: OverwriteMode | None = None,
+                  edit_mask: EditMask | None = None) -> None:
+        """Change the engine settings, the overwrite mode and the editor's masking for the next jobs."""
         if config is not None:
-            self.engine.config = config
+            self._engine.config = config
         if overwrite is not None:
             self.overwrite = checked_overwrite(overwrite)
+        if edit_mask is not None:
+            self.edit_mask = edit_mask
 
     # ---- main thread: MRML -> jobs ------------------------------------------------------
     def add_segment(self, name: str = "") -> str:
         """Add an empty segment (Slicer picks name and colour when ``name`` is empty); returns its ID."""
+        self._check_source()
         return self.segmentation_node.GetSegmentation().AddEmptySegment("", name)
 
     def segment(self, segment_id: str) -> Any:
@@ -98,6 +130,11 @@ class SegmentationSession:
         """An "undo", "redo", "reset" or "restore" job for the segment."""
         if kind not in ("undo", "redo", "reset", "restore"):
             raise ValueError(f"Unknown job kind {kind!r}.")
+        if kind == "undo" and segment_id in self._trimmed:
+            raise ValueError(
+                f"CTSAM3D's Undo cannot give back the voxels that segment '{self.segment(segment_id).GetName()}' took "
+                "from other segments (overwrite 'visible' or 'all'): use the Segment Editor's Undo, which holds the "
+                "state before every CTSAM3D result, or Reset the segment.")
         return self._job(kind, segment_id, None, True)
 
     def prepare_restore(self, segment_id: str) -> Job | None:
@@ -112,7 +149,8 @@ class SegmentationSession:
     def _job(self, kind: JobKind, segment_id: str, point_ras: tuple[float, float, float] | None,
              is_positive: bool) -> Job:
         """A job; every prepared job must end in ``commit`` or ``discard``."""
-        stored = (np.zeros((0, 3)), ()) if segment_id in self._replayed else read_clicks(self.segment(segment_id))
+        self._check_source()
+        stored = _NO_CLICKS if segment_id in self._replayed else read_clicks(self.segment(segment_id))
         job = Job(kind, segment_id, point_ras, is_positive, *stored, content=self._content_if_edited(segment_id))
         self._pending[segment_id] = self._pending.get(segment_id, 0) + 1
         return job
@@ -127,6 +165,11 @@ class SegmentationSession:
                 self.segmentation_node, segment_id):
             return None
         return segment_mask(self.segmentation_node, segment_id, self.volume_node, self._shape_xyz[::-1])
+
+    def _check_source(self) -> None:
+        problem = source_problem(self.segmentation_node)
+        if problem:
+            raise SourceRepresentationError(problem)
 
     def discard(self, job: Job) -> None:
         """Forget a prepared job that will not be committed (it failed or was cancelled)."""
@@ -144,6 +187,7 @@ class SegmentationSession:
         DeviceOutOfMemory; the engine is then as before the job.
         """
         try:
+            self._load_volume()
             return self._run(job)
         except (ClickCancelled, ValueError):
             raise
@@ -153,17 +197,25 @@ class SegmentationSession:
             import torch
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            device = getattr(self.engine.predictor, "device", "device")
+            device = getattr(self._engine.predictor, "device", "device")
             raise DeviceOutOfMemory(
                 f"The {device} ran out of memory during this click; the segment is unchanged and you can go on. "
                 "Lower 'Most patches per click', close other programs using the GPU, or choose the CPU.") from exc
 
+    def _load_volume(self) -> None:
+        """Copy the CT into the engine on first use (the worker thread: the copy and its checks take seconds)."""
+        with self._volume_lock:
+            if not self._engine.is_volume_set:
+                self._engine.set_volume(volume_from_image(self._image, self._ijk_to_ras))
+                self._image = None
+
     def _run(self, job: Job) -> Outcome:
-        t0, eng, tid = time.perf_counter(), self.engine, job.segment_id
+        t0, eng, tid = time.perf_counter(), self._engine, job.segment_id
         boxes, patches, cpp = [self._replay(job)], 0, 0
         changed, seeded, before = True, False, None
         if job.content is not None and not np.array_equal(job.content, eng.mask(tid)):
             if job.kind in ("click", "restore"):
+                self._earlier[tid] = self._clicks_ras(tid)  # restarting from the content keeps the clicks so far
                 boxes.append(eng.set_target_mask(job.content, tid))
                 seeded = True
             else:
@@ -176,6 +228,7 @@ class SegmentationSession:
             boxes.append(eng.last_change if changed else None)
         elif job.kind == "reset":
             eng.reset(tid)
+            self._earlier.pop(tid, None)
             boxes.append(eng.last_change)
         box = intersect(union_boxes(boxes), (0, 0, 0), self._shape_xyz)
         region = None if box is None else np.array(crop(eng.mask(tid), box), dtype=np.uint8, copy=True)
@@ -184,9 +237,12 @@ class SegmentationSession:
         return Outcome(job, changed, box, region, ras, labels, time.perf_counter() - t0, patches, cpp, only, seeded)
 
     def _clicks_ras(self, segment_id: str) -> tuple[np.ndarray, tuple[bool, ...]]:
-        clicks = self.engine.clicks(segment_id)
+        """The segment's clicks in volume-local RAS: those before its last restart from content, then the engine's."""
+        earlier_ras, earlier_labels = self._earlier.get(segment_id, _NO_CLICKS)
+        clicks = self._engine.clicks(segment_id) if self._engine.is_volume_set else ()
         ijk = np.array([c.point_xyz for c in clicks], dtype=np.float64).reshape(-1, 3)
-        return ijk @ self._ijk_to_ras[:3, :3].T + self._ijk_to_ras[:3, 3], tuple(c.is_positive for c in clicks)
+        ras = ijk @ self._ijk_to_ras[:3, :3].T + self._ijk_to_ras[:3, 3]
+        return np.vstack([earlier_ras, ras]), earlier_labels + tuple(c.is_positive for c in clicks)
 
     def _replay(self, job: Job) -> BBox3D | None:
         """Replay the stored clicks once per session, into a target without clicks; a failed or cancelled
@@ -195,40 +251,58 @@ class SegmentationSession:
         if tid in self._replayed:
             return None
         boxes = []
-        if job.replay_labels and not self.engine.clicks(tid):
+        if job.replay_labels and not self._engine.clicks(tid):
             try:
                 for point, label in zip(job.replay_ras, job.replay_labels):
-                    boxes.append(self.engine.add_click(point, label, frame="ras", target=tid))
+                    boxes.append(self._engine.add_click(point, label, frame="ras", target=tid))
             except BaseException:
-                self.engine.remove_target(tid)
+                self._engine.remove_target(tid)
                 raise
         self._replayed.add(tid)
         return union_boxes(boxes)
 
     # ---- main thread: outcome -> MRML ---------------------------------------------------
     def commit(self, outcome: Outcome) -> Outcome:
-        """Write the outcome: the changed box into the segment (shown in the views), the clicks into its tag.
-
-        A restore that found the segment edited outside CTSAM3D keeps the stored clicks until the next click.
-        """
+        """Write the outcome: the changed box into the segment (shown in the views) where the editor's masking
+        allows, the clicks into its tag; ``before_write`` first."""
         job = outcome.job
         sid = job.segment_id
         try:
             segment = self.segment(sid)
+            if self.before_write is not None:
+                self.before_write(sid)
+            is_complete = True
             if outcome.box is not None and outcome.region is not None:
-                geometry = labelmap_geometry(self.volume_node, self.segmentation_node)
-                current = None if outcome.only is None or job.content is None else crop(job.content, outcome.box)
-                write_region(self.segmentation_node, sid, geometry, outcome.box, outcome.region,
-                             overwrite_ids(self.segmentation_node, sid, self.overwrite), self._shape_xyz,
-                             outcome.only, current)
-            if not (job.kind == "restore" and outcome.seeded):
-                store_clicks(segment, outcome.clicks_ras, outcome.labels, self.engine.config)
+                is_complete = self._write(outcome)
+            store_clicks(segment, outcome.clicks_ras, outcome.labels, self._engine.config)
             if job.kind == "click":
                 show_segment(self.segmentation_node, sid)
-            self._written[sid] = labelmap_mtime(self.segmentation_node, sid)
+            if is_complete:
+                self._written[sid] = labelmap_mtime(self.segmentation_node, sid)
+            else:  # masked voxels differ from the engine's mask: the next job compares the content
+                self._written.pop(sid, None)
         finally:
             self.discard(job)
         return outcome
+
+    def _write(self, outcome: Outcome) -> bool:
+        """Write the outcome's box; False when the editor's masking kept some voxels from being written."""
+        sid, box, only = outcome.job.segment_id, outcome.box, outcome.only
+        assert box is not None and outcome.region is not None
+        geometry = labelmap_geometry(self.volume_node, self.segmentation_node)
+        allowed = editable(self.segmentation_node, sid, geometry, box, self.edit_mask, self.volume_node)
+        if allowed is not None:
+            only = allowed if only is None else only & allowed
+        current = None
+        if only is not None:
+            content = outcome.job.content
+            current = crop(content, box) if content is not None else segment_values(
+                self.segmentation_node, sid, self.volume_node, box)
+        took = write_region(self.segmentation_node, sid, geometry, box, outcome.region,
+                            overwrite_ids(self.segmentation_node, sid, self.overwrite), self._shape_xyz, only, current)
+        if took:
+            self._trimmed.add(sid)
+        return allowed is None or bool(allowed.all())
 
     def do(self, job: Job) -> Outcome:
         """Run and commit a job here and now (scripting, tests)."""
@@ -263,13 +337,27 @@ class SegmentationSession:
         return len(self.do(job).job.replay_labels) if job is not None else 0
 
     def clicks_world(self, segment_id: str) -> tuple[np.ndarray, tuple[bool, ...]]:
-        """The segment's current clicks in world RAS (N, 3) and their polarities."""
-        ras, labels = self._clicks_ras(segment_id)
+        """The segment's clicks in world RAS (N, 3) and their polarities: the stored ones until its first job in
+        this session replays them (showing a segment's clicks never runs the model)."""
+        if segment_id in self._replayed:
+            ras, labels = self._clicks_ras(segment_id)
+        else:
+            ras, labels = read_clicks(self.segment(segment_id))
         return self.to_world(ras), labels
 
     def to_world(self, points_ras: np.ndarray) -> np.ndarray:  # volume-local RAS (N, 3) -> world RAS
         return local_to_world(self.volume_node, points_ras) if len(points_ras) else np.zeros((0, 3))
 
+    def forget(self, segment_id: str) -> None:
+        """Drop the engine state of a segment (deleted, or to be read afresh from its voxels and stored clicks)."""
+        if self._engine.is_volume_set:
+            self._engine.remove_target(segment_id)
+        for state in (self._replayed, self._trimmed):
+            state.discard(segment_id)
+        for mapping in (self._earlier, self._written):
+            mapping.pop(segment_id, None)
+
     def close(self) -> None:
         """Free the engine (volume copy, masks, cached features)."""
-        self.engine.close()
+        self._engine.close()
+        self._image = None
