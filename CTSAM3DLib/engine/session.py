@@ -14,106 +14,34 @@ from __future__ import annotations
 import logging
 import math
 import mmap
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
 
 from CTSAM3DLib.aliases import IJK, BBox3D
 from CTSAM3DLib.engine import planning, seeding
+from CTSAM3DLib.engine.config import CPP_MODES, SessionConfig  # the settings' home; imported from here too
 from CTSAM3DLib.engine.history import History, trim
+from CTSAM3DLib.engine.progress import ClickMonitor, ProgressCallback, Stage
 from CTSAM3DLib.engine.runner import PatchRunner
 from CTSAM3DLib.geometry import affine
 from CTSAM3DLib.geometry.model_space import PATCH_SIZE, ModelGrid, resample_to_input
 from CTSAM3DLib.io.readers import check_image, sitk_geometry_matrix, volume_to_sitk
 from CTSAM3DLib.io.volume import Volume
-from CTSAM3DLib.model.checkpoint import MAX_REFINE_PASSES
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.prompts.click import Click
 from CTSAM3DLib.prompts.simulate import interior_depth
 
 logger = logging.getLogger(__name__)
+__all__ = ["CPP_MODES", "Frame", "PatchState", "Session", "SessionConfig", "TargetSnapshot"]
 
 Frame = Literal["ijk", "lps", "ras"]
-CppMode = Literal["auto", "network", "geometric"]
-CPP_MODES: tuple[str, ...] = get_args(CppMode)
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """Engine settings.
-
-    Attributes:
-        use_cpp: expand a click into neighbouring patches with the CPP predictor.
-        max_patches: most patches one click may create (the clicked one included).
-        cpp_min_peak: a neighbour whose CPP heatmap peaks below this gets no click.
-        cpp_mode: how a neighbour V gets its click: ``"network"`` (the CPP predictor's heatmap
-            peak, the paper's method), ``"geometric"`` (no network: the deepest point of U's
-            mask inside the slab U and V share, see `planning.slab_click`) or ``"auto"``: the
-            mode the checkpoint was measured best with (``Predictor.info["cpp_mode"]``, set by
-            ``scripts/bundle_weights.py --cpp-mode``), else ``"network"``.
-        cpp_min_depth: geometric mode: a neighbour gets a click only where U's mask reaches at
-            least this deep (model voxels, 1.5 mm) into the slab they share; a leak a few voxels
-            thick then stays home, an organ crossing into V does not.
-        cpp_reach_depth: geometric mode: where U's mask is at least this deep (model voxels) in
-            the slab, V's click goes as far into V as the structure reaches instead of to its
-            deepest point (`planning.slab_click`): large organs fill far better (the sample's
-            liver from one click: Dice 0.82 at 10 vs 0.69), the heart can lose a little.
-            ``math.inf``: never.
-        spread_positive_depth: a positive click's addition spreads into every other patch that
-            still calls it background where the added region reaches at least this deep (model
-            voxels) into the slab they share (`planning.spread_clicks`): a patch that under-fills
-            its part of the structure hears the correction too. ``math.inf``: never spread.
-        spread_negative_depth: the same for a negative click's removal and the patches that still
-            show it, so one correction takes a leak out of all the patches CPP carried it into,
-            not only the clicked one; thinner removals (a trimmed edge, a thin airway) stay home.
-        cpp_min_agreement: a CPP neighbour V is kept only if its mask and its source U's agree
-            on the slab they share at least this well (Dice); a V whose prediction spills over
-            what U shows there is a leak and is dropped (0: keep every non-empty V). ``None``:
-            the threshold the checkpoint was measured with (``Predictor.info["cpp_min_agreement"]``,
-            set by ``scripts/bundle_weights.py --cpp-min-agreement``), else 0.
-        refine_passes: after each network call, decode this many more times with the patch's own
-            probabilities as its previous mask Y (the clicks unchanged): the model re-reads its
-            answer as it reads a previous round's, and a patch that under-fills its structure fills
-            it (the `val` lungs from one click: Dice 0.44 -> 0.56 at one pass). Each pass costs one
-            decoder run. ``None``: the passes the checkpoint was measured with
-            (``Predictor.info["refine_passes"]``, set by ``scripts/bundle_weights.py
-            --refine-passes``), else 0.
-        cache_bytes: memory budget of the encoder-feature cache.
-        batch_size: patches per forward pass during CPP expansion.
-        history_bytes: memory budget of the undo/redo history of all targets together; when
-            a click exceeds it, the oldest steps are forgotten first (0: no undo).
-    """
-
-    use_cpp: bool = True
-    max_patches: int = planning.DEFAULT_MAX_PATCHES
-    cpp_min_peak: float = 0.3
-    cpp_mode: CppMode = "auto"
-    cpp_min_depth: float = 1.0
-    cpp_reach_depth: float = math.inf
-    cpp_min_agreement: float | None = None
-    spread_positive_depth: float = planning.SPREAD_POSITIVE_DEPTH
-    spread_negative_depth: float = planning.SPREAD_NEGATIVE_DEPTH
-    refine_passes: int | None = None
-    cache_bytes: int = 1 << 30
-    batch_size: int = 8
-    history_bytes: int = 256 << 20
-
-    def __post_init__(self) -> None:
-        """Refuse an unknown CPP mode, a negative or non-numeric depth or pass count (a ValueError naming it)."""
-        if self.cpp_mode not in CPP_MODES:
-            raise ValueError(f"cpp_mode must be one of {', '.join(CPP_MODES)}, got {self.cpp_mode!r} "
-                             "(use_cpp=False turns CPP off).")
-        for name in ("cpp_reach_depth", "spread_positive_depth", "spread_negative_depth"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be 0 or more voxels (math.inf: off), got {getattr(self, name)}.")
-        passes = self.refine_passes
-        if passes is not None and not (isinstance(passes, int) and 0 <= passes <= MAX_REFINE_PASSES):
-            raise ValueError(f"refine_passes must be a whole number from 0 to {MAX_REFINE_PASSES}, got {passes!r}.")
 
 
 @dataclass(frozen=True)
@@ -172,6 +100,8 @@ class Session:
         self.last_change: BBox3D | None = None
         self.last_stats: dict[str, float] = {}
         self._seed_image: sitk.Image | None = None  # during a click on a seeded target: its mask, for prev masks
+        self._cancel = threading.Event()
+        self._monitor = ClickMonitor(None, self._cancel)  # the running click's
         if math.isfinite(self.config.cpp_reach_depth) and self.cpp_mode != "geometric":
             logger.warning("cpp_reach_depth %g is ignored: it moves geometric CPP clicks, and this session's CPP "
                            "mode is %r.", self.config.cpp_reach_depth, self.cpp_mode)
@@ -233,7 +163,8 @@ class Session:
 
     # ---- clicks ------------------------------------------------------------------------
     def add_click(self, point: tuple[float, float, float] | np.ndarray, is_positive: bool = True, *,
-                  frame: Frame = "ijk", target: str | None = None) -> BBox3D | None:
+                  frame: Frame = "ijk", target: str | None = None,
+                  progress: ProgressCallback | None = None) -> BBox3D | None:
         """Add a click and update the target's mask.
 
         Args:
@@ -241,6 +172,8 @@ class Session:
             is_positive: foreground (True) or background (False) click.
             frame: coordinate frame of ``point``.
             target: target name (default: the current target).
+            progress: called with a `ClickProgress` (patch i of n, ring) as each ring is planned and
+                after each network batch; it may raise to stop the click, as `cancel` does.
 
         Returns:
             The input-grid box ``((i0, j0, k0), (i1, j1, k1))`` (exclusive) that changed, or None.
@@ -248,8 +181,10 @@ class Session:
         Raises:
             RuntimeError: no volume set.
             ValueError: point outside the image, or a negative click before any positive one.
+            ClickCancelled: `cancel` was called while the click ran; the target is as before it.
         """
         t0 = time.perf_counter()
+        self._cancel.clear()
         vol, tgt = self._vol, self._target(target)
         ijk = self._to_ijk(point, frame)
         seed = tgt.snapshot.seed
@@ -263,6 +198,7 @@ class Session:
         is_new = start is None
         start = start or planning.new_patch_start(model_pt, vol.grid.shape_xyz)
         self._seed_image = None if seed is None else seeding.mask_image(tgt.mask, vol.image)
+        self._monitor = ClickMonitor(progress, self._cancel)
         try:
             n_spread = self._correct(vol, patches, start, model_pt, is_positive)
             n_cpp = self._expand(vol, patches, start) if is_positive and self.config.use_cpp else 0
@@ -273,6 +209,11 @@ class Session:
         self.last_stats = {"seconds": time.perf_counter() - t0, "patches": 1 + n_cpp + n_spread,
                            "cpp_patches": n_cpp, "spread_patches": n_spread, "new_patch": float(is_new)}
         return box
+
+    def cancel(self) -> None:
+        """Stop the click running now (from any thread) at its next network batch: ``add_click`` then
+        raises `ClickCancelled` and leaves the target, its mask and its history as they were."""
+        self._cancel.set()
 
     def undo(self, target: str | None = None) -> bool:
         """Restore the state before the last click or reset; False if there is nothing to undo."""
@@ -395,7 +336,7 @@ class Session:
         starts = [start] + planning.disagreeing({s: p.prob for s, p in patches.items() if s != start},
                                                 model_pt, is_positive)
         before = {s: patches[s].prob if s in patches else np.zeros((PATCH_SIZE,) * 3, np.float32) for s in starts}
-        self._refine(vol, patches, starts, [model_pt] * len(starts), is_positive)
+        self._refine(vol, patches, starts, [model_pt] * len(starts), is_positive, ("click", 0))
         depth = self.config.spread_positive_depth if is_positive else self.config.spread_negative_depth
         n_spread = self._spread(vol, patches, before, is_positive, depth) if math.isfinite(depth) else 0
         if is_positive:
@@ -405,7 +346,7 @@ class Session:
             user = slice(state.n_auto, None)
             if state.labels[user].any():
                 pts, labs = state.points[user], state.labels[user]
-                prob = vol.runner.segment([s], [pts], [labs], [self._prev_mask(patches, s)], self.refine_passes)[0]
+                prob = self._segment(vol, [s], [pts], [labs], [self._prev_mask(patches, s)], ("click", 0))[0]
                 patches[s] = PatchState(pts, labs, prob)
         return n_spread
 
@@ -421,7 +362,7 @@ class Session:
 
         changes = {u: changed(old, patches[u].prob) for u, old in before.items()}
         done, budget = set(before), self.config.max_patches - 1
-        n = 0
+        n = ring = 0
         while changes and budget > 0:
             jobs: dict[IJK, tuple[float, float, float]] = {}
             probs = {s: p.prob for s, p in patches.items()}
@@ -435,14 +376,15 @@ class Session:
             n += len(starts)
             done.update(starts)
             olds = {v: patches[v].prob for v in starts}
-            self._refine(vol, patches, starts, [np.asarray(v) + jobs[v] for v in starts], is_positive)
+            ring += 1
+            self._refine(vol, patches, starts, [np.asarray(v) + jobs[v] for v in starts], is_positive, ("spread", ring))
             changes = {v: changed(olds[v], patches[v].prob) for v in starts}
         return n
 
     def _refine(self, vol: _VolumeState, patches: dict[IJK, PatchState], starts: list[IJK],
-                points_model: list[np.ndarray], is_positive: bool) -> None:
+                points_model: list[np.ndarray], is_positive: bool, step: tuple[Stage, int]) -> None:
         """Add a click to each patch at ``starts`` (at its model point; new patches are created) and re-run
-        them as one batch."""
+        them as one batch (``step``: the stage and ring, for progress)."""
         pts, labs, autos = [], [], []
         for start, model_pt in zip(starts, points_model):
             old = patches.get(start)
@@ -454,9 +396,15 @@ class Session:
             labs.append(lab)
             autos.append(0 if old is None else old.n_auto)
         prevs = [self._prev_mask(patches, s) for s in starts]
-        probs = vol.runner.segment(starts, pts, labs, prevs, self.refine_passes)
+        probs = self._segment(vol, starts, pts, labs, prevs, step)
         for start, p, lab, n_auto, prob in zip(starts, pts, labs, autos, probs):
             patches[start] = PatchState(p, lab, prob, n_auto)
+
+    def _segment(self, vol: _VolumeState, starts: list[IJK], points: list[np.ndarray], labels: list[np.ndarray],
+                 prevs: list[np.ndarray | None], step: tuple[Stage, int]) -> list[np.ndarray]:
+        """`PatchRunner.segment` with the click's refine passes, reporting progress and stopping when cancelled."""
+        self._monitor.plan(len(starts), *step)
+        return vol.runner.segment(starts, points, labels, prevs, self.refine_passes, on_batch=self._monitor.finished)
 
     def _prev_mask(self, patches: Mapping[IJK, PatchState], start: IJK) -> np.ndarray | None:
         probs = {s: p.prob for s, p in patches.items()}
@@ -468,7 +416,7 @@ class Session:
 
     def _expand(self, vol: _VolumeState, patches: dict[IJK, PatchState], start: IJK) -> int:
         """CPP expansion ring by ring from ``start``; returns the number of patches added."""
-        frontier, created = [start], 0
+        frontier, created, ring = [start], 0, 0
         budget = self.config.max_patches - 1
         while frontier and created < budget:
             cands: dict[IJK, IJK] = {}
@@ -481,17 +429,20 @@ class Session:
             pairs = list(cands.items())[: budget - created]
             if not pairs:
                 break
-            frontier = self._cpp_ring(vol, patches, pairs)
+            ring += 1
+            frontier = self._cpp_ring(vol, patches, pairs, ring)
             created += len(frontier)
         return created
 
-    def _cpp_ring(self, vol: _VolumeState, patches: dict[IJK, PatchState], pairs: list[tuple[IJK, IJK]]) -> list[IJK]:
-        """Prompt neighbours V from their source patches U with CPP; keep those that segment something."""
+    def _cpp_ring(self, vol: _VolumeState, patches: dict[IJK, PatchState], pairs: list[tuple[IJK, IJK]],
+                  ring: int) -> list[IJK]:
+        """Prompt neighbours V from their source patches U with CPP (ring ``ring``); keep those that segment something."""
         if self.cpp_mode == "geometric":
             depths = {u: interior_depth(patches[u].prob >= 0.5) for u in {u for _, u in pairs}}  # once per U
             heat = [planning.slab_click(depths[u], u, v, self.config.cpp_reach_depth) for v, u in pairs]
             chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_depth]
         else:
+            self._monitor.check()
             heat = vol.runner.cpp_peaks([(u, patches[u].prob >= 0.5, v) for v, u in pairs])
             chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_peak]
         if not chosen:
@@ -500,7 +451,7 @@ class Session:
         pts = [np.asarray([pk], dtype=np.float32) for _, pk in chosen]
         labs = [np.ones(1, dtype=np.int64) for _ in chosen]
         prevs = [self._prev_mask(patches, v) for v in starts]
-        probs = vol.runner.segment(starts, pts, labs, prevs, self.refine_passes)
+        probs = self._segment(vol, starts, pts, labs, prevs, ("cpp", ring))
         kept = []
         sources = dict(pairs)
         for v, p, lab, prob in zip(starts, pts, labs, probs):

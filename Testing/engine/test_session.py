@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from CTSAM3DLib import Predictor, Session, SessionConfig
 from CTSAM3DLib.engine import planning
+from CTSAM3DLib.engine.progress import ClickCancelled, ClickProgress
 from CTSAM3DLib.geometry.model_space import PATCH_SIZE
 from CTSAM3DLib.prompts.simulate import interior_depth
 from CTSAM3DLib.prompts.heatmap import click_maps
@@ -506,3 +508,57 @@ def test_a_refinement_pass_reads_the_last_probabilities(random_predictor: Predic
     twice = random_predictor.decode(feats, points, labels, once)
     torch.testing.assert_close(random_predictor.decode(feats, points, labels, refine_passes=1), twice)
     assert not torch.allclose(once, twice)
+
+
+def test_progress_counts_every_patch_the_network_runs_ring_by_ring() -> None:
+    seen: list[ClickProgress] = []
+    img, _ = _big_sphere(75.0)
+    s = Session(ThresholdOracle(), SessionConfig(max_patches=64, batch_size=4))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30), progress=seen.append)
+    assert seen[0] == ClickProgress("click", 0, 0, 1) and seen[1] == ClickProgress("click", 0, 1, 1)
+    assert [p.done for p in seen] == sorted(p.done for p in seen) and seen[-1].done == seen[-1].total
+    rings = [p.ring for p in seen if p.stage == "cpp"]
+    assert rings and rings == sorted(rings) and rings[0] == 1
+    # every batch of at most 4 patches is reported, and the patches kept are among those run
+    assert all(0 < b.done - a.done <= 4 for a, b in zip(seen, seen[1:]) if b.done != a.done)
+    assert seen[-1].total >= s.last_stats["patches"]
+
+
+def test_cancel_between_rings_leaves_the_target_as_it_was() -> None:
+    img, _ = _big_sphere(75.0)
+    s = Session(ThresholdOracle(), SessionConfig(max_patches=64))  # type: ignore[arg-type]
+    s.set_volume(img)
+    s.add_click((55, 55, 30), target="kept")
+    before = s.mask("kept").copy()
+    clicks, patches = s.clicks("kept"), s._vol.targets["kept"].snapshot.patches
+
+    def cancel_at(stage: str) -> Callable[[ClickProgress], None]:
+        def watch(p: ClickProgress) -> None:
+            if p.stage == stage and p.done > 0:
+                s.cancel()  # as a GUI thread would, while the worker runs the click
+        return watch
+
+    with pytest.raises(ClickCancelled, match="nothing was changed"):
+        s.add_click((60, 50, 30), is_positive=False, target="kept", progress=cancel_at("click"))
+    with pytest.raises(ClickCancelled):
+        s.add_click((55, 55, 30), target="new", progress=cancel_at("cpp"))  # in CPP's first ring
+    assert np.array_equal(s.mask("kept"), before) and s.clicks("kept") == clicks
+    assert s._vol.targets["kept"].snapshot.patches is patches
+    assert not s.mask("new").any() and s.clicks("new") == () and not s.undo("new")
+    assert s.undo("kept") and not s.mask("kept").any()  # the history holds only the first click
+    assert s.redo("kept") and np.array_equal(s.mask("kept"), before)
+    s.add_click((55, 55, 30), target="new")  # a cancel does not stick to later clicks
+    assert np.array_equal(s.mask("new"), before)
+
+
+def test_batches_are_as_even_as_possible() -> None:
+    from CTSAM3DLib.engine.runner import batches
+
+    assert [sl.stop - sl.start for sl in batches(25, 8)] == [6, 6, 6, 7]
+    assert [sl.stop - sl.start for sl in batches(8, 8)] == [8]
+    assert [sl.stop - sl.start for sl in batches(9, 8)] == [4, 5]
+    assert batches(0, 8) == []
+    for n in range(1, 40):
+        sizes = [sl.stop - sl.start for sl in batches(n, 8)]
+        assert sum(sizes) == n and max(sizes) <= 8 and max(sizes) - min(sizes) <= 1 and len(sizes) == -(-n // 8)
