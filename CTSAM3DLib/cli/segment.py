@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from CTSAM3DLib.engine.planning import (DEFAULT_MAX_PATCHES, LARGE_ORGAN_REACH_D
 from CTSAM3DLib.io.points import PointSpec, parse_point_arg, read_points_file
 
 if TYPE_CHECKING:
+    from CTSAM3DLib.engine.progress import ClickProgress
     from CTSAM3DLib.engine.session import Session
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _apply_points(session: Session, points: list[PointSpec]) -> None:
+    """Click the points in order; on a terminal, a progress line per click on stderr (patch i of n, CPP ring)."""
+    from tqdm import tqdm
+
     for n, p in enumerate(points, 1):
-        session.add_click(p.position, p.is_positive, frame=p.frame)  # type: ignore[arg-type]
+        with tqdm(total=1, desc=f"click {n}/{len(points)}", unit="patch", file=sys.stderr, disable=None,
+                  leave=False, dynamic_ncols=True) as bar:
+            def show(progress: ClickProgress) -> None:
+                bar.total, bar.n = progress.total, progress.done
+                bar.set_postfix_str(f"{progress.stage} ring {progress.ring}")  # refreshes the line
+
+            session.add_click(p.position, p.is_positive, frame=p.frame, progress=show)  # type: ignore[arg-type]
         s = session.last_stats
         logger.info("click %d: %.3f s, %d patches", n, s["seconds"], s["patches"])
