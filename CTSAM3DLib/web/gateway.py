@@ -156,7 +156,7 @@ class Gateway:
         token, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
         folder = self.root / token
         try:
-            folder.mkdir()
+            (folder / "tmp").mkdir(parents=True)
             port = _free_port()
             command = [*self.config.worker_command, "--port", str(port), "--host", "127.0.0.1",
                        "--upload-dir", str(folder), "--sessions-root", str(self.root),
@@ -164,7 +164,8 @@ class Gateway:
                        "--exit-after", str(int(self.config.idle_timeout_s + UNCLAIMED_TIMEOUT_S)),
                        *self.config.worker_args]
             with open(folder / "worker.log", "wb") as log:
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_worker_env(secret))
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                           env=_worker_env(secret, folder / "tmp"))
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             logger.error("CTSAM3D could not start a worker: %s", exc)
@@ -478,10 +479,11 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def _worker_env(secret: str) -> dict[str, str]:
-    """A worker's environment: its secret, and offscreen rendering through OSMesa without a display (unless set)."""
+def _worker_env(secret: str, tmp: Path) -> dict[str, str]:
+    """A worker's environment: its secret, temporary files inside its tab's folder (removed with it, even after a
+    crash), and offscreen rendering through OSMesa without a display (unless set)."""
     env = dict(os.environ)
-    env[SECRET_ENV] = secret
+    env.update({SECRET_ENV: secret, "TMPDIR": str(tmp)})
     if not env.get("DISPLAY") and not env.get("VTK_DEFAULT_OPENGL_WINDOW"):
         env["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkOSOpenGLRenderWindow"
     return env

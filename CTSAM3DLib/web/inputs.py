@@ -220,7 +220,7 @@ def _member_target(member: zipfile.ZipInfo, folder: Path, archive_name: str) -> 
     text = raw.replace("\\", "/")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     is_link = stat.S_ISLNK(member.external_attr >> 16)
-    if (text.startswith("/") or re.match(r"^[A-Za-z]:", text) or ".." in parts or "\x00" in text or is_link
+    if (text.startswith("/") or re.match(r"^[A-Za-z]:", text) or ".." in parts or is_link
             or (not parts and not member.is_dir())):
         raise ValueError(f"{archive_name} holds an unsafe member {raw!r} (absolute, '..', or a link); "
                          "nothing from it was opened.")
