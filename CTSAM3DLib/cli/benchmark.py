@@ -25,6 +25,14 @@ _ROWS = (
     ("first click p95 (ms)", "first_click_ms.p95", "{:.1f}"),
     ("re-click p50 (ms)", "reclick_ms.p50", "{:.1f}"),
     ("re-click p95 (ms)", "reclick_ms.p95", "{:.1f}"),
+    ("default click p50 (ms)", "default_click_ms.p50", "{:.0f}"),
+    ("default click p95 (ms)", "default_click_ms.p95", "{:.0f}"),
+    ("default click patches", "default_click_patches", "{}"),
+    ("default click Dice", "default_click_dice", "{:.3f}"),
+    ("correction p50 (ms)", "correction_click_ms.p50", "{:.0f}"),
+    ("correction p95 (ms)", "correction_click_ms.p95", "{:.0f}"),
+    ("correction patches", "correction_click_patches", "{}"),
+    ("correction Dice", "correction_click_dice", "{:.3f}"),
     ("CPP organ (s)", "cpp_organ_s", "{:.3f}"),
     ("CPP patches", "cpp_patches", "{}"),
     ("CPP mode", "cpp_mode", "{}"),
@@ -39,6 +47,7 @@ _ROWS = (
     ("train peak CUDA (MB)", "train_peak_cuda_mb", "{:.0f}"),
     ("warm-up 1st click (ms)", "warmup_ms.first_click", "{:.1f}"),
     ("warm-up CPP (ms)", "warmup_ms.cpp_organ", "{:.1f}"),
+    ("warm-up default click (ms)", "warmup_ms.default_click", "{:.0f}"),
     ("compile", "compile", "{}"),
 )
 
@@ -47,12 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``benchmark``."""
     p = subparsers.add_parser(
         "benchmark", help="time open, clicks, CPP expansion and training per model variant",
-        description="Time opening a CT, a first click (encoder + decoder), a re-click (decoder only), one click "
-                    "expanded by CPP over the liver of the sample case, and a training step on synthetic data, for "
-                    f"each variant (default: {', '.join(DEFAULT_MODELS)}). Prints a table with the targets and "
-                    "writes JSON. Variants get random weights (the default variant: the bundled weights when "
-                    "installed); CPP then always expands the forced 27-patch ring (cpp_ring_s), and trained weights "
-                    "also run the real expansion policy (cpp_organ_s, with its Dice).")
+        description="Time opening a CT, a first click in one patch (encoder + decoder), a re-click (decoder only), "
+                    "the forced 27-patch CPP ring on the liver of the sample case, and a training step on synthetic "
+                    f"data, for each variant (default: {', '.join(DEFAULT_MODELS)}); with trained weights also the "
+                    "default click as users get it (default settings, one click at the liver's deepest voxel: time, "
+                    "patches, Dice; p50 over --repeats fresh sessions) and the simulator's correction click after "
+                    "it. Prints a table with the targets and writes JSON. Variants get random weights (the default "
+                    "variant: the bundled weights when installed).")
     p.add_argument("--image", help="CT for open/click timings (default: ../shared/data/unlabeled/thorax_ct.nii.gz "
                                     "beside the repository)")
     p.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="variant to time; repeatable")
@@ -62,7 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=parse_window, help="HU window MIN,MAX for a params.pth without config.py")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=5,
-                   help="timed clicks per variant (CPP and training: up to 3) (default: %(default)s)")
+                   help="timed clicks per variant, default and correction clicks included (forced CPP ring and "
+                        "training: up to 3) (default: %(default)s)")
     p.add_argument("--cpp-case", help="folder with ct.nii.gz and segmentations/liver.nii.gz (default: the sample)")
     p.add_argument("--amp", action="store_true", help="also run each model under bf16 autocast (CUDA only)")
     p.add_argument("--compile", action="store_true", help="wrap encoder and decoder in torch.compile")

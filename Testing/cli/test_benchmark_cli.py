@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from CTSAM3DLib.benchmarks import latency as benchmark
+from CTSAM3DLib.benchmarks import organ
 from CTSAM3DLib.cli.main import main
 from CTSAM3DLib.engine import planning
 from CTSAM3DLib.geometry.model_space import ModelGrid
@@ -58,7 +59,7 @@ def test_benchmark_writes_json_and_prints_table(small_case: tuple[Path, Path], t
                                                 capsys: pytest.CaptureFixture[str], restore_threads: None,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     image, case = small_case
-    monkeypatch.setattr(benchmark, "FORCED_RING_PATCHES", 9)  # a smaller forced ring keeps the test fast
+    monkeypatch.setattr(organ, "FORCED_RING_PATCHES", 9)  # a smaller forced ring keeps the test fast
     out = tmp_path / "out" / "bench.json"
     # One thread: robust when other processes load the CPU (two spinning threads then crawl).
     rc = main(["benchmark", "--image", str(image), "--cpp-case", str(case), "--variant", "compact",
@@ -79,9 +80,11 @@ def test_benchmark_writes_json_and_prints_table(small_case: tuple[Path, Path], t
     # Random weights: CPP is forced over the ring of neighbours (here 8 of the 26), and says so.
     assert entry["cpp_patches"] == 9 and entry["cpp_mode"] == "forced-9-ring (random weights)"
     assert entry["cpp_ring_s"] == entry["cpp_organ_s"] and "cpp_organ_dice" not in entry
+    assert "default_click_ms" not in entry  # random weights decide no CPP policy: no default click
     assert "synthetic" in entry["train_note"]
     assert {"first_click", "reclick", "cpp_organ", "train_step"} <= set(entry["warmup_ms"])
-    assert {t["target"] for t in result["targets"]} >= {"first_click_ms.p50 <= 100.0", "open_s <= 2.0"}
+    targets = {t["target"] for t in result["targets"]}
+    assert targets >= {"first_click_ms.p50 <= 100.0", "open_s <= 2.0"} and "default_click_ms.p50 <= 1000.0" not in targets
     printed = capsys.readouterr().out
     assert "first click p50 (ms)" in printed and "CPP organ (s)" in printed
     assert "targets" in printed and ("PASS" in printed or "FAIL" in printed)
@@ -115,16 +118,19 @@ def test_benchmark_missing_image_is_a_user_error(tmp_path: Path, capsys: pytest.
 
 
 def test_targets_pass_and_fail_per_device_and_variant() -> None:
-    fast = {"variant": "compact", "open_s": 1.0, "first_click_ms": {"p50": 90.0}, "reclick_ms": {"p50": 40.0},
-            "cpp_organ_s": 2.0}
-    tiny = {"variant": "restv2_tiny", "open_s": 3.0, "first_click_ms": {"p50": 12.0}, "reclick_ms": {"p50": 20.0},
-            "cpp_organ_s": 0.05}
+    fast = {"variant": "compact", "weights": "bundled", "open_s": 1.0, "first_click_ms": {"p50": 90.0},
+            "reclick_ms": {"p50": 40.0}, "cpp_organ_s": 2.0, "default_click_ms": {"p50": 900.0},
+            "correction_click_ms": {"p50": 450.0}}
+    tiny = {"variant": "restv2_tiny", "weights": "random", "open_s": 3.0, "first_click_ms": {"p50": 12.0},
+            "reclick_ms": {"p50": 20.0}, "cpp_organ_s": 0.05}
     cpu = {(t["variant"], t["target"]): t["pass"] for t in benchmark.evaluate_targets("cpu", {"c": fast, "t": tiny})}
     assert cpu == {("c", "first_click_ms.p50 <= 100.0"): True, ("c", "reclick_ms.p50 < first_click_ms.p50"): True,
                    ("c", "cpp_organ_s <= 1.5"): False, ("c", "open_s <= 2.0"): True,
+                   ("c", "default_click_ms.p50 <= 1000.0"): True, ("c", "correction_click_ms.p50 <= 300.0"): False,
                    ("t", "reclick_ms.p50 < first_click_ms.p50"): False, ("t", "open_s <= 2.0"): False}
     gpu = {(t["variant"], t["target"]): t["pass"] for t in benchmark.evaluate_targets("cuda", {"t": tiny})}
     assert gpu[("t", "first_click_ms.p50 <= 15.0")] and gpu[("t", "cpp_organ_s <= 0.1")]
+    assert ("t", "default_click_ms.p50 <= 100.0") not in gpu  # random weights: no default click to judge
 
 
 def test_click_points_fall_in_distinct_patches(small_case: tuple[Path, Path]) -> None:
@@ -135,3 +141,18 @@ def test_click_points_fall_in_distinct_patches(small_case: tuple[Path, Path]) ->
                                        grid.shape_xyz) for p in points}
     assert len(starts) == 4
     assert all(np.all(p >= 0) and np.all(p < np.asarray(image.GetSize())) for p in points)
+
+
+def test_default_and_correction_clicks_on_the_organ_case(small_case: tuple[Path, Path], random_predictor) -> None:  # noqa: ANN001
+    """The default click (fresh session per run, default settings) and the simulator's next click after it."""
+    case = organ.load_cpp_case(small_case[1])
+    warm: dict[str, float | None] = {}
+    samples: dict[str, list[float]] = {}
+    entry = organ.organ_fields(random_predictor, case, torch.device("cpu"), 2, True, warm, samples)
+    assert len(samples["default_click"]) == 2 and set(entry["default_click_ms"]) == {"p50", "p95"}
+    assert entry["cpp_organ_s"] == entry["default_click_ms"]["p50"] / 1000 and entry["cpp_mode"] == "policy"
+    assert entry["default_click_patches"] >= 1 and 0 <= entry["default_click_dice"] <= 1
+    assert warm["default_click"] is not None
+    # the random network does not segment the sphere perfectly: the simulator corrects it, once per run
+    assert len(samples["correction_click"]) == 2 and warm["correction_click"] is not None
+    assert entry["correction_click_patches"] >= 1 and set(entry["correction_click"]) == {"point_ijk", "positive"}
