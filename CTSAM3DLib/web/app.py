@@ -157,7 +157,8 @@ class CTSAM3DWebApp(TrameApp):
         for view in self.slicer.view_manager.get_slice_views():
             view.set_visible_in_3d(True)
         self.slicer.display_manager.reset_views()
-        self.state.update({"ct_name": Path(path).name.split(".")[0] or "ct", "has_ct": True, "error": ""})
+        self.state.update({"ct_name": Path(path).name.split(".")[0] or "ct", "has_ct": True, "error": "",
+                           "status": self._status_idle()})
         self._on_window(self.state.window_preset)
         self._on_show_3d(self.state.show_3d)
         self.workspace.add_segment()

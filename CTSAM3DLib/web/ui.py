@@ -46,6 +46,7 @@ def build_page(server: Any, layout_manager: Any, actions: Any) -> SinglePageWith
 
 
 def _toolbar(actions: Any) -> None:
+    html.Span("{{ ct_name }}", id="ct-name", classes="text-subtitle-2 ml-4")
     v3.VSpacer()
     v3.VTextField(v_model=("ct_path",), id="ct-path", label="CT on the server (file, DICOM folder or .zip)",
                   density="compact", hide_details=True, style="max-width: 360px;", classes="mr-2",

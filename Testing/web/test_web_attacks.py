@@ -29,9 +29,8 @@ import pytest
 
 from CTSAM3DLib import bundled
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import free_port  # noqa: E402
-from wslink_client import TrameClient  # noqa: E402
+from conftest import free_port
+from wslink_client import TrameClient
 
 # Seconds the server and one tab's worker (model, sample CT) may take to start on a loaded CPU.
 START_TIMEOUT_S = 240.0

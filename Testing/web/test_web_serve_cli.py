@@ -14,6 +14,8 @@ from CTSAM3DLib.cli.main import main
     (["--port", "70000"], "--port"),
     (["--max-sessions", "0"], "must be positive"),
     (["--checkpoint", "nowhere.pt"], "does not exist"),
+    (["--data-root", "no/such/folder"], "is not a folder"),
+    (["--max-upload-gb", "0"], "must be positive"),
 ])
 def test_bad_arguments_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str],
                               web_extra: None) -> None:
