@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-# The oldest Slicer CTSAM3D runs in: its Python (3.12) is >= 3.10, as CTSAM3DLib needs, and it has
-# slicer.parameterNodeWrapper with Choice / WithinRange / connectGui.
-MINIMUM_SLICER = "5.8"
+# The oldest Slicer CTSAM3D runs in: the first release whose Python (3.12) is >= 3.10, as CTSAM3DLib needs
+# (Slicer 5.8 ships Python 3.9; 5.10 moved to 3.12). It has slicer.parameterNodeWrapper (Choice, WithinRange).
+MINIMUM_SLICER = "5.10"
 
 try:
     import qt
@@ -44,17 +44,17 @@ except ImportError as _error:
     raise ImportError(f"CTSAM3D needs 3D Slicer {MINIMUM_SLICER} or newer ({_error}). Install a current Slicer "
                       "from download.slicer.org and the CTSAM3D extension for it.") from _error
 
-# The oldest PyTorch CTSAM3DLib runs on: torch.compiler.is_compiling (model/layers.py) came with 2.3
-# (scaled_dot_product_attention's scale= with 2.1, weights_only loading with 1.13).
-TORCH_MINIMUM = "2.3"
-TORCH_REQUIREMENT = f">={TORCH_MINIMUM}"
+from CTSAM3DSlicer.dependencies import ensure_dependencies, missing_runtime_packages
+from CTSAM3DSlicer.editor_link import EditorLink
+from CTSAM3DSlicer.sample_data import register_sample_data
 # The poll timer: every POLL_INTERVAL_MS the widget waits up to POLL_WAIT_S for the worker in a wait that
 # releases the GIL. Slicer's main thread holds the GIL while idle in Qt's event loop, so this wait is the
 # time the worker gets to run (an 80 % share); events are still served at least every 40 ms.
 POLL_INTERVAL_MS, POLL_WAIT_S = 10, 0.04
 # Public names of CTSAM3DLib.mrml.logic.BridgeLogic that CTSAM3DLogic exposes (the scripting API).
 DELEGATED_TO_BRIDGE = frozenset({"segment", "session", "load_model", "set_predictor", "configure", "available_devices",
-                                 "worker", "cancel", "close_session", "predictor", "config", "overwrite"})
+                                 "worker", "cancel", "close_session", "predictor", "config", "overwrite",
+                                 "use_labelmap_source"})
 
 
 class CTSAM3D(ScriptedLoadableModule):
@@ -72,6 +72,8 @@ class CTSAM3D(ScriptedLoadableModule):
             "updates the segment; a segment drawn or edited by hand is refined, never erased. T toggles include/exclude, "
             "Ctrl+Z / Ctrl+Y undo / redo, N starts the next segment, Shift+R resets it, H hides/shows it, Shift+Del "
             "deletes it. Clicks are stored with each segment and survive saving the scene. "
+            "The bundled weights are a small demo model trained on two patients: for real work import the authors' "
+            "checkpoint (params.pth) or one you trained (Settings > Import checkpoint). "
             "See docs/slicer.md of the CTSAM3D repository."
         )
         self.parent.acknowledgementText = (
@@ -83,18 +85,8 @@ class CTSAM3D(ScriptedLoadableModule):
 
 
 def registerSampleData() -> None:
-    """Offer the bundled abdomen CT in the Sample Data module (loaded from the extension, no download)."""
-    import SampleData
-
-    from CTSAM3DLib import bundled
-
-    path = bundled.sample_dir() / "ct.nii.gz"
-    if not path.is_file():
-        return
-    iconPath = Path(__file__).parent / "Resources" / "Icons" / "CTSAM3D.png"
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category="CTSAM3D", sampleName="CTSAM3D abdomen CT", thumbnailFileName=str(iconPath),
-        customDownloader=lambda source: [slicer.util.loadVolume(str(path), {"name": "CTSAM3D abdomen CT"})])
+    """Offer the bundled abdomen CT in the Sample Data module (a local file: no download)."""
+    register_sample_data(Path(__file__).parent / "Resources" / "Icons" / "CTSAM3D.png")
 
 
 @parameterNodeWrapper
@@ -109,7 +101,8 @@ class CTSAM3DParameterNode:
     largeOrgans: bool = False  # CPP clicks neighbours deep inside thick organs (SessionConfig.cpp_reach_depth)
     overwrite: Annotated[str, Choice(["none", "visible", "all"])] = "none"
     device: Annotated[str, Choice(["cuda", "cpu"])] = "cuda"
-    checkpointPath: str = ""  # empty: the bundled default weights
+    checkpointPath: str = ""  # empty: the bundled demo weights
+    overrideWindow: bool = False  # False: the window the checkpoint (or its config.py) records
     windowMinHu: Annotated[float, WithinRange(-4000.0, 4000.0)] = -1000.0
     windowMaxHu: Annotated[float, WithinRange(-4000.0, 4000.0)] = 1000.0
 
@@ -124,6 +117,7 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: CTSAM3DParameterNode | None = None
         self._parameterNodeGuiTag = None
         self._prompts = None  # CTSAM3DLib.mrml.markups.PromptMarkups once started
+        self._editor: EditorLink | None = None  # the embedded Segment Editor
         self._isPositive = True
         self._dependenciesChecked = False
         self._shortcuts: list[Any] = []
@@ -139,8 +133,9 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = CTSAM3DLogic()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        actions = {"startButton": self.onStart, "undoButton": self.onUndo, "redoButton": self.onRedo,
-                   "resetButton": self.onReset, "nextSegmentButton": self.onNextSegment, "cancelButton": self.onCancel,
+        actions = {"startButton": self.onStart, "undoButton": lambda: self._submitKind("undo"),
+                   "redoButton": lambda: self._submitKind("redo"), "resetButton": lambda: self._submitKind("reset"),
+                   "nextSegmentButton": self.onNextSegment, "cancelButton": self.onCancel,
                    "importCheckpointButton": self.onImportCheckpoint,
                    "defaultCheckpointButton": self.onDefaultCheckpoint,
                    "positiveButton": lambda: self.setPlaceMode(True),
@@ -148,7 +143,8 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name, handler in actions.items():
             getattr(self.ui, name).connect("clicked(bool)", lambda _checked, handler=handler: handler())
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.onSegmentChanged)
-        self._setupSegmentEditor()
+        self._editor = EditorLink(self.ui.segmentEditorWidget, self._onEditorSegmentSelected, self._onEditorOverwrite)
+        self._editor.attach(slicer.mrmlScene)
         appLogic = slicer.app.applicationLogic()
         for node in (appLogic.GetInteractionNode(), appLogic.GetSelectionNode()):  # keep +/- buttons in sync
             self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self._onPlaceModeModified)
@@ -156,22 +152,9 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.connect("timeout()", self.onPoll)
         self.initializeParameterNode()
 
-    def _setupSegmentEditor(self) -> None:
-        """The embedded Segment Editor (segment list, effects, Show 3D) on a node of its own."""
-        editor = self.ui.segmentEditorWidget
-        editor.setMRMLScene(slicer.mrmlScene)
-        editorNode = slicer.mrmlScene.GetSingletonNode("CTSAM3D", "vtkMRMLSegmentEditorNode")
-        if editorNode is None:
-            editorNode = slicer.vtkMRMLSegmentEditorNode()
-            editorNode.SetSingletonTag("CTSAM3D")
-            editorNode = slicer.mrmlScene.AddNode(editorNode)
-        editor.setMRMLSegmentEditorNode(editorNode)
-        editor.setSegmentationNodeSelectorVisible(False)
-        editor.setSourceVolumeNodeSelectorVisible(False)
-        self.addObserver(editorNode, vtk.vtkCommand.ModifiedEvent, self._onEditorNodeModified)
-
     def cleanup(self) -> None:
         self.removeObservers()
+        self._editor.detach()
         self._timer.stop()
         self._removeShortcuts()
         if self._prompts is not None:  # observers and prompt nodes go with the widget (module reload)
@@ -182,8 +165,10 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
-        keys = {"Ctrl+Z": self.onUndo, "Ctrl+Y": self.onRedo, "T": self.onToggle, "N": self.onNextSegment,
-                "Shift+R": self.onReset, "H": self.onToggleVisibility, "Shift+Del": self.onDeleteSegment}
+        self._editor.start()
+        keys = {"Ctrl+Z": lambda: self._submitKind("undo"), "Ctrl+Y": lambda: self._submitKind("redo"),
+                "T": self.onToggle, "N": self.onNextSegment, "Shift+R": lambda: self._submitKind("reset"),
+                "H": self.onToggleVisibility, "Shift+Del": self.onDeleteSegment}
         for key, handler in keys.items() if slicer.util.mainWindow() else ():
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.connect("activated()", handler)
@@ -191,7 +176,15 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self) -> None:
         self._removeShortcuts()
-        self._disconnectParameterNode()  # keep the node: points placed elsewhere still segment
+        self._stopPlacing()  # a click in another module places no CTSAM3D point
+        self._disconnectParameterNode()
+
+    def _stopPlacing(self) -> None:
+        """Point placement off, no active editor effect, the editor's view observations removed."""
+        self._editor.stop()
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        if interaction.GetCurrentInteractionMode() == interaction.Place:
+            interaction.SwitchToViewTransformMode()
 
     def _removeShortcuts(self) -> None:
         for shortcut in self._shortcuts:
@@ -200,19 +193,25 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller: Any, event: Any) -> None:
         self.setParameterNode(None)
-        self._prompts = None  # its nodes go with the scene
+        self._stopPlacing()
+        if self._prompts is not None:  # its observers, and its nodes before the scene goes
+            self._prompts.remove()
+            self._prompts = None
+        self._editor.detach()
         if self.logic is not None:
             self.logic.close()
 
     def onSceneEndClose(self, caller: Any, event: Any) -> None:
-        self._setupSegmentEditor()  # its node went with the scene
+        self._editor.attach(slicer.mrmlScene)  # its node went with the scene
         if self.parent.isEntered:
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        from CTSAM3DLib.mrml.geometry import default_input_volume  # numpy only: no PyTorch needed
+
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            self._parameterNode.inputVolume = default_input_volume(slicer.mrmlScene)  # a CT, not a labelmap
 
     def _disconnectParameterNode(self) -> None:
         if self._parameterNode and self._parameterNodeGuiTag:
@@ -234,11 +233,12 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if self.ui.segmentSelector.currentNode() is not params.segmentation:
             self.ui.segmentSelector.setCurrentNode(params.segmentation)
-        self.ui.segmentEditorWidget.setSegmentationNode(params.segmentation)
-        self.ui.segmentEditorWidget.setSourceVolumeNode(params.inputVolume)
+        self._editor.show(params.segmentation, params.inputVolume, params.overwrite)
         self.ui.startButton.enabled = bool(params.inputVolume and params.segmentation)
         self.ui.deviceWarningLabel.visible = params.device == "cpu"
-        self.ui.windowMinSpinBox.enabled = self.ui.windowMaxSpinBox.enabled = bool(params.checkpointPath)
+        self.ui.overrideWindowCheckBox.enabled = bool(params.checkpointPath)
+        override = bool(params.checkpointPath) and params.overrideWindow
+        self.ui.windowMinSpinBox.enabled = self.ui.windowMaxSpinBox.enabled = override
 
     # ---- actions --------------------------------------------------------------------------
     def onStart(self) -> None:
@@ -251,7 +251,7 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 from CTSAM3DLib.mrml.markups import PromptMarkups
 
                 self._prompts = PromptMarkups(slicer.mrmlScene, self.onPoint)
-            self._restoreSegment()
+            self._showClicks()
             self.setPlaceMode(True)
 
     def onPoint(self, pointWorld: Any, isPositive: bool) -> None:
@@ -259,24 +259,21 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             session = self._session()
             self._submit(session, session.prepare_click(pointWorld, isPositive, self._segmentId()))
 
-    def onUndo(self) -> None:
-        self._submitKind("undo")
-
-    def onRedo(self) -> None:
-        self._submitKind("redo")
-
-    def onReset(self) -> None:
-        self._submitKind("reset")
-
     def onNextSegment(self) -> None:
+        if not self._isStarted():
+            return
         with slicer.util.tryWithErrorDisplay("CTSAM3D could not add a segment."):
             segmentId = self._session().add_segment()
             self.ui.segmentSelector.setCurrentSegmentID(segmentId)
+            self.setPlaceMode(True)  # a new segment starts with an include point
 
-    def _onEditorNodeModified(self, caller: Any, event: Any) -> None:
-        segmentId = caller.GetSelectedSegmentID()
-        if segmentId and self._parameterNode is not None and segmentId != self._parameterNode.segmentId:
+    def _onEditorSegmentSelected(self, segmentId: str) -> None:
+        if self._parameterNode is not None and segmentId != self._parameterNode.segmentId:
             self.ui.segmentSelector.setCurrentSegmentID(segmentId)  # -> onSegmentChanged
+
+    def _onEditorOverwrite(self, overwrite: str) -> None:
+        if self._parameterNode is not None and overwrite != self._parameterNode.overwrite:
+            self._parameterNode.overwrite = overwrite  # the editor's overwrite setting is the module's
 
     def onSegmentChanged(self, segmentId: str) -> None:
         if self._parameterNode is None or self._parameterNode.segmentId == segmentId:
@@ -284,8 +281,8 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.segmentId = segmentId
         self.ui.segmentEditorWidget.setCurrentSegmentID(segmentId)
         if self._prompts is not None and segmentId:
-            with slicer.util.tryWithErrorDisplay("CTSAM3D could not continue this segment."):
-                self._restoreSegment()
+            with slicer.util.tryWithErrorDisplay("CTSAM3D could not show this segment's clicks."):
+                self._showClicks()  # its stored clicks, shown; the model replays them at its next click
 
     def onToggle(self) -> None:
         self.setPlaceMode(not self._isPositive)
@@ -298,12 +295,12 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDeleteSegment(self) -> None:
         params = self._parameterNode
-        if not (params and params.segmentation and params.segmentId) or self.logic.worker.busy:
+        if not (self._isStarted() and params.segmentation and params.segmentId) or self.logic.worker.busy:
             return
-        segmentation = params.segmentation.GetSegmentation()
-        name = segmentation.GetSegment(params.segmentId).GetName()
+        name = params.segmentation.GetSegmentation().GetSegment(params.segmentId).GetName()
         if slicer.util.confirmYesNoDisplay(f"Delete segment '{name}' and its clicks?", windowTitle="CTSAM3D"):
-            segmentation.RemoveSegment(params.segmentId)
+            self._prompts.show([], [])
+            self.logic.session(params.inputVolume, params.segmentation).delete_segment(params.segmentId)
 
     def setPlaceMode(self, isPositive: bool) -> None:
         self._isPositive = isPositive
@@ -340,6 +337,8 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- worker ---------------------------------------------------------------------------
     def _submitKind(self, kind: str) -> None:
+        if not self._isStarted():
+            return
         with slicer.util.tryWithErrorDisplay(f"CTSAM3D could not {kind}."):
             session = self._session()
             self._submit(session, session.prepare(kind, self._segmentId()))
@@ -392,141 +391,38 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             raise ValueError("Select a segment (or press Next segment) first.")
         return segmentId
 
+    def _isStarted(self) -> bool:
+        """Whether Start was pressed (shortcuts and buttons before it only say so: no install dialog, no error)."""
+        if self._prompts is None or self._parameterNode is None:
+            self.ui.statusLabel.text = "Press Start segmenting first."
+            return False
+        return True
+
     def _session(self) -> Any:
-        """The logic's session for the selected nodes, with the model and settings chosen in the GUI."""
+        """The logic's session for the selected nodes, with the model, settings and editor masking of the GUI."""
         self._ensureDependencies()
-        from CTSAM3DLib.engine.planning import reach_depth_for
+        from CTSAM3DLib.mrml.editor import SourceRepresentationError
 
         params = self._parameterNode
-        path = params.checkpointPath or None
-        self.logic.load_model(path, params.device, (params.windowMinHu, params.windowMaxHu) if path else None)
-        self.logic.configure(use_cpp=params.useCpp, max_patches=params.maxPatches, overwrite=params.overwrite,
-                             cpp_reach_depth=reach_depth_for(params.largeOrgans))
-        return self.logic.session(params.inputVolume, params.segmentation)
+        try:
+            return self.logic.sessionFor(params, self._editor.settings(), self._editor.save_state)
+        except SourceRepresentationError as error:
+            if not slicer.util.confirmYesNoDisplay(f"{error}\n\nConvert it to a binary labelmap now?",
+                                                   windowTitle="CTSAM3D"):
+                raise
+            self.logic.use_labelmap_source(params.segmentation)
+            return self.logic.sessionFor(params, self._editor.settings(), self._editor.save_state)
 
-    def _restoreSegment(self) -> None:
-        session = self._session()
-        job = session.prepare_restore(self._segmentId())
-        if job is not None:
-            self._submit(session, job)
-        else:
-            self._prompts.show(*session.clicks_world(self._segmentId()))
+    def _showClicks(self) -> None:
+        """Show the selected segment's clicks (stored ones read from the segment: the model does not run)."""
+        self._prompts.show(*self._session().clicks_world(self._segmentId()))
 
     def _ensureDependencies(self) -> None:
         if not self._dependenciesChecked:
-            ensureDependencies(self.resourcePath("requirements.txt"))
+            ensure_dependencies(self.resourcePath("requirements.txt"))
             if self._parameterNode.device not in self.logic.available_devices():
                 self._parameterNode.device = "cpu"  # no usable CUDA: shows the CPU warning
             self._dependenciesChecked = True
-
-
-def ensureDependencies(requirementsPath: str) -> None:
-    """PyTorch through the PyTorch extension, the rest of requirements.txt with pip: only after the user confirms."""
-    try:
-        import PyTorchUtils
-    except ModuleNotFoundError as error:
-        raise RuntimeError("CTSAM3D needs the 'PyTorch' extension: install it with the Extensions Manager, restart "
-                           "Slicer and try again.") from error
-    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    if not torchLogic.torchInstalled():
-        if torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
-            raise RuntimeError("CTSAM3D cannot run without PyTorch, which was not installed.")
-    else:
-        ensureTorchVersion(torchLogic)
-    ensureRequirements(requirementsPath)
-
-
-def torchVersionProblem(installed: str) -> str | None:
-    """Why PyTorch ``installed`` (a version string) cannot run CTSAM3D, or None if it can."""
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        if Version(installed).release >= Version(TORCH_MINIMUM).release:
-            return None
-    except InvalidVersion:
-        pass
-    return f"CTSAM3D needs PyTorch {TORCH_MINIMUM} or newer, but this Slicer has PyTorch {installed}."
-
-
-def ensureTorchVersion(torchLogic: Any) -> None:
-    """An installed PyTorch older than ``TORCH_MINIMUM``: offer to update it through the PyTorch extension, which
-    keeps its choice of CUDA build; the loaded old version stays in use until Slicer restarts."""
-    from importlib import metadata
-
-    problem = torchVersionProblem(metadata.version("torch"))
-    if problem is None:
-        return
-    if not slicer.util.confirmOkCancelDisplay(f"{problem}\n\nUpdate PyTorch now (PyTorch extension)? Slicer must "
-                                              "restart afterwards.", windowTitle="CTSAM3D"):
-        raise RuntimeError(f"{problem} Update it in the PyTorch Utils module (Uninstall, restart Slicer), then press "
-                           "Start again.")
-    torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
-    raise RuntimeError("PyTorch was updated: restart Slicer, then press Start again.")
-
-
-def ensureRequirements(requirementsPath: str) -> None:
-    """Install missing packages of requirements.txt after the user confirms (never silently).
-
-    pip never touches the installed PyTorch (the PyTorch extension chose its CUDA build): a constraints file
-    pins it, so pip picks versions that work with it (e.g. an older monai) or stops with a message.
-    """
-    constraints = torchConstraintsFile()
-    try:
-        from slicer import pydeps  # Slicer >= 5.11: checks, asks, installs, offers a restart
-    except ImportError:
-        pydeps = None
-    if pydeps is not None:
-        pydeps.pip_ensure(pydeps.load_requirements(requirementsPath), constraints=constraints, requester="CTSAM3D")
-        return
-    missing = missingRequirements(requirementsPath)
-    if not missing:
-        return
-    if not slicer.util.confirmOkCancelDisplay("CTSAM3D needs these Python packages:\n\n" + "\n".join(missing)
-                                              + "\n\nInstall them now into Slicer's Python?", windowTitle="CTSAM3D"):
-        raise RuntimeError("CTSAM3D cannot run without: " + ", ".join(missing))
-    slicer.util.pip_install([*missing, "--constraint", constraints])
-
-
-def torchConstraintsFile() -> str:
-    """A pip constraints file (temporary) that pins the installed torch, if any, to its exact version."""
-    import tempfile
-    from importlib import metadata
-
-    try:
-        pins = f"torch=={metadata.version('torch')}\n"
-    except metadata.PackageNotFoundError:
-        pins = ""
-    path = Path(tempfile.mkdtemp(prefix="CTSAM3D-")) / "constraints.txt"
-    path.write_text(pins)
-    return str(path)
-
-
-def missingRuntimePackages() -> list[str]:
-    """Python packages CTSAM3D needs at run time that this Slicer lacks (none: it can run)."""
-    import importlib.util
-
-    return [name for name in ("torch", "monai", "scipy") if importlib.util.find_spec(name) is None]
-
-
-def missingRequirements(requirementsPath: str) -> list[str]:
-    """Lines of requirements.txt whose distribution is absent or whose version does not satisfy them."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-
-    missing = []
-    for line in Path(requirementsPath).read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if not line:
-            continue
-        requirement = Requirement(line)
-        try:
-            if requirement.specifier.contains(metadata.version(requirement.name), prereleases=True):
-                continue
-        except metadata.PackageNotFoundError:
-            pass
-        missing.append(line)
-    return missing
 
 
 class CTSAM3DLogic(ScriptedLoadableModuleLogic):
@@ -546,6 +442,24 @@ class CTSAM3DLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self) -> CTSAM3DParameterNode:
         return CTSAM3DParameterNode(super().getParameterNode())
+
+    def sessionFor(self, params: CTSAM3DParameterNode, editMask: Any, beforeWrite: Any) -> Any:
+        """The session for the parameter node's nodes, with its model and settings, the Segment Editor's masking
+        (``editMask``) and ``beforeWrite()`` called before each write (the editor's undo state).
+
+        Raises:
+            SourceRepresentationError: the segmentation is not stored as a binary labelmap (ask, then
+                ``use_labelmap_source``).
+        """
+        from CTSAM3DLib.engine.planning import reach_depth_for
+
+        path = params.checkpointPath or None
+        window = (params.windowMinHu, params.windowMaxHu) if path and params.overrideWindow else None
+        self.load_model(path, params.device, window)  # None: the window the checkpoint records
+        self.configure(use_cpp=params.useCpp, max_patches=params.maxPatches, overwrite=params.overwrite,
+                       cpp_reach_depth=reach_depth_for(params.largeOrgans), edit_mask=editMask)
+        self.core.before_write = lambda _segmentId: beforeWrite()
+        return self.session(params.inputVolume, params.segmentation)
 
     @property
     def core(self) -> Any:
@@ -574,7 +488,7 @@ class CTSAM3DTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
-        missing = missingRuntimePackages()
+        missing = missing_runtime_packages()
         if missing:  # a clean Slicer or an extension build machine: say what is missing, do not error
             message = (f"CTSAM3D self-test skipped: {', '.join(missing)} not installed (press Start in the module "
                        "to install them).")

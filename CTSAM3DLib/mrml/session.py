@@ -357,6 +357,13 @@ class SegmentationSession:
         for mapping in (self._earlier, self._written):
             mapping.pop(segment_id, None)
 
+    def delete_segment(self, segment_id: str) -> None:
+        """Remove the segment, its clicks and its engine state (RuntimeError while a job for it is pending)."""
+        if self._pending.get(segment_id):
+            raise RuntimeError("CTSAM3D is still computing a click of this segment: wait for it, or press Cancel.")
+        self.forget(segment_id)
+        self.segmentation_node.GetSegmentation().RemoveSegment(segment_id)
+
     def close(self) -> None:
         """Free the engine (volume copy, masks, cached features)."""
         self._engine.close()

@@ -282,6 +282,7 @@ def import_module_with_stand_ins(monkeypatch: Any, with_parameter_node_wrapper: 
     monkeypatch.setattr(slicer.util, "loadSegmentation",
                         lambda path: read_node(slicer.mrmlScene, path, "vtkMRMLSegmentationNode"), raising=False)
     path = Path(__file__).resolve().parents[2] / "CTSAM3D" / "CTSAM3D.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # CTSAM3DSlicer/ beside it, as in Slicer's module folder
     spec = importlib.util.spec_from_file_location("CTSAM3D_with_stand_ins", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -78,6 +78,13 @@ def test_cmake_lists_ship_module_library_and_resources():
         assert path.is_file(), path
 
 
+def test_cmake_ships_every_python_file_of_the_module_folder():
+    module = (MODULE_DIR / "CMakeLists.txt").read_text()
+    scripts = set(re.search(r"set\(MODULE_PYTHON_SCRIPTS\s+([^)]*)\)", module).group(1).split())
+    present = {str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*.py")} - {"CTSAM3D.py"}
+    assert present and present <= scripts, sorted(present - scripts)
+
+
 def _public_names() -> dict[str, str]:
     tree = ast.parse((REPO / "CTSAM3DLib" / "__init__.py").read_text())
     (value,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
@@ -115,7 +122,7 @@ def _imported_library_files(start: Path) -> set[str]:
 def test_the_extension_ships_exactly_the_library_files_the_module_imports():
     module = (MODULE_DIR / "CMakeLists.txt").read_text()
     shipped = set(re.search(r"set\(CTSAM3DLIB_SOURCES\s+([^)]*)\)", module).group(1).split())
-    needed = _imported_library_files(MODULE_FILE)
+    needed = set().union(*(_imported_library_files(f) for f in [MODULE_FILE, *MODULE_DIR.glob("CTSAM3DSlicer/*.py")]))
     assert shipped == needed, (f"update CTSAM3DLIB_SOURCES in CTSAM3D/CMakeLists.txt: add {sorted(needed - shipped)}, "
                                f"drop {sorted(shipped - needed)}")
     assert "CTSAM3DLib/mrml/logic.py" in needed and not any("/cli/" in f or "/train/" in f for f in needed)
