@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def test_demo_runs_and_segments_the_liver(tmp_path: Path, capsys: pytest.Capture
     assert main(["demo", "--output", str(out), "--clicks", "1"]) == 0
     printed = capsys.readouterr().out
     assert "overlay.png" in printed and "dice.md" in printed
+    assert re.search(r"demo wall time: \d+\.\d s for 6 structures x 1 clicks on cpu with \d+ threads", printed)
     assert (out / "overlay.png").stat().st_size > 10_000
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(bundled.sample_dir() / "segmentations" / "liver.nii.gz")))
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "liver.nii.gz")))
