@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_device(args.device)  # DeviceError, e.g. CUDA asked for but absent
     if not _is_loopback(args.host):
-        print(f"WARNING: serving on {args.host}: anyone who reaches this port can read and segment CTs on this "
-              "server. CTSAM3D has no authentication; put it behind a reverse proxy that authenticates.")
+        print(f"WARNING: serving on {args.host}: anyone who reaches this port can upload CTs and open those under "
+              "--data-root. CTSAM3D has no authentication; put it behind a reverse proxy that authenticates. Browsers "
+              "must reach it by IP address, localhost or an --allowed-host name.")
     image = args.image or str(_sample_ct())
     memory = int(args.memory_gb * 2**30) if args.memory_gb else gateway.default_memory_budget_bytes()
     upload_bytes = int(args.max_upload_gb * 2**30)

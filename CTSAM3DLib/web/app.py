@@ -141,7 +141,7 @@ class CTSAM3DWebApp(TrameApp):
         """
         folder = self.upload_dir / UPLOADS / str(batch)
         if not _BATCH.match(str(batch)) or not folder.is_dir():
-            return self._guarded(lambda: _raise(ValueError("The upload did not arrive; upload the CT again.")))
+            return self._refuse("The upload did not arrive; upload the CT again.")
         try:
             return self._guarded(lambda: self._open(str(inputs.upload_target(folder))))
         finally:
@@ -149,7 +149,7 @@ class CTSAM3DWebApp(TrameApp):
 
     def upload_failed(self, message: str) -> str:
         """Show why an upload was refused (the gateway's answer, relayed by the page)."""
-        return self._guarded(lambda: _raise(ValueError(str(message)[:500] or "The upload failed.")))
+        return self._refuse(str(message)[:500] or "The upload failed.")
 
     def _open(self, path: str) -> None:
         node = self.workspace.open(path)
@@ -269,6 +269,11 @@ class CTSAM3DWebApp(TrameApp):
             return str(self.state.error)
         return ""
 
+    def _refuse(self, message: str) -> str:
+        """Show ``message`` in the banner (an action refused before it started); returns it."""
+        self._show_error(ValueError(message))
+        return message
+
     def _show_error(self, error: BaseException) -> None:
         from CTSAM3DLib.mrml.jobs import ClickCancelled
 
@@ -308,10 +313,6 @@ class CTSAM3DWebApp(TrameApp):
         if text != self.state.probe:
             with self.state:
                 self.state.probe = text
-
-
-def _raise(error: Exception) -> None:
-    raise error
 
 
 def _cpp_settings(use_cpp: Any, max_patches: Any, large_organs: Any) -> dict[str, Any]:

@@ -57,10 +57,12 @@ MAX_CLOSED = 1000
 DEFAULT_MAX_UPLOAD_BYTES = 2 << 30
 # Largest body of a proxied request (the page sends none; uploads have their own route).
 PROXY_BODY_BYTES = 1 << 20
-# Largest websocket frame either way (wslink chunks messages into 4 MiB frames) and largest message a page may
-# announce in a chunk header (wslink allocates the announced size before the data arrives).
+# Largest websocket frame either way (wslink chunks messages into 4 MiB frames), and most bytes a page's
+# unfinished messages may announce in their chunk headers (wslink allocates the announced size at once).
 WS_FRAME_BYTES = (4 << 20) + 4096
 WS_MESSAGE_BYTES = 64 << 20
+# wslink chunk header: message id, offset, message size (little-endian uint32 each).
+_CHUNK_HEADER_BYTES = 12
 # The header carrying a worker's secret, and the environment variable that gives it to the worker.
 SECRET_HEADER = "X-CTSAM3D-Worker"
 SECRET_ENV = "CTSAM3D_WORKER_SECRET"
@@ -286,6 +288,9 @@ class Gateway:
         if not _BATCH.match(batch) or ("batch" in request.query and not folder.is_dir()):
             return _page(400, "Bad upload", "The upload names no batch this session started.")
         folder.mkdir(parents=True, exist_ok=True)
+        if sum(1 for _ in folder.iterdir()) >= inputs.MAX_FOLDER_FILES:
+            return _page(413, "Too many files", f"One upload may hold at most {inputs.MAX_FOLDER_FILES} files; "
+                                                "upload a zipped DICOM folder instead.")
         part = folder / f".{secrets.token_hex(8)}.part"
         budget = self.config.max_upload_bytes - _folder_bytes(tab.folder / UPLOADS)
         try:
@@ -334,13 +339,14 @@ class Gateway:
         browser = web.WebSocketResponse(max_msg_size=WS_FRAME_BYTES, autoping=True)
         await browser.prepare(request)
         tab.has_connected = True
+        announced = AnnouncedBytes()
         try:
             async with self._client.ws_connect(url, headers={SECRET_HEADER: tab.secret}, max_msg_size=WS_FRAME_BYTES,
                                                autoping=True) as worker:
                 async def browser_to_worker() -> None:
                     async for message in browser:
                         tab.touch()
-                        if message.type == WSMsgType.BINARY and announced_bytes(message.data) > WS_MESSAGE_BYTES:
+                        if message.type == WSMsgType.BINARY and announced.add(message.data) > WS_MESSAGE_BYTES:
                             await browser.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"message too large")
                             return
                         await _forward(message, worker)
@@ -397,9 +403,22 @@ def origin_allowed(origin: str | None, host: str, allowed_hosts: Sequence[str]) 
     return netloc == host.lower() or "*" in allowed_hosts or _host_name(netloc) in (h.lower() for h in allowed_hosts)
 
 
-def announced_bytes(frame: bytes) -> int:
-    """The message size a wslink chunk header announces (id, offset, size as little-endian uint32)."""
-    return int.from_bytes(frame[8:12], "little") if len(frame) >= 12 else len(frame)
+class AnnouncedBytes:
+    """Bytes a page's unfinished wslink messages announce (what the worker has allocated for them)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[bytes, list[int]] = {}  # message id -> [announced size, bytes received]
+
+    def add(self, frame: bytes) -> int:
+        """Count one binary frame (a chunk); returns the bytes announced by messages not yet complete."""
+        if len(frame) < _CHUNK_HEADER_BYTES:
+            return 0
+        size = int.from_bytes(frame[8:12], "little")
+        sizes = self.pending.setdefault(frame[:4], [size, 0])
+        sizes[1] += len(frame) - _CHUNK_HEADER_BYTES
+        if sizes[1] >= sizes[0]:
+            del self.pending[frame[:4]]
+        return sum(announced for announced, _ in self.pending.values())
 
 
 def _host_name(host: str) -> str:

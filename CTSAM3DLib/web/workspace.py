@@ -47,8 +47,7 @@ class Workspace:
     def __init__(self, scene: Any, app_logic: Any, logic: BridgeLogic, access: inputs.DataAccess | None = None) -> None:
         self.scene, self.app_logic, self.logic = scene, app_logic, logic
         # What ``open`` may read (the web app's tab rules); without one, any readable path (library use).
-        self.access = access or inputs.DataAccess.create(tempfile.mkdtemp(prefix="ctsam3d-workspace-"),
-                                                         unrestricted=True)
+        self.access = access or inputs.DataAccess.create(tempfile.gettempdir(), unrestricted=True)
         self.volume_node: Any = None
         self.segmentation_node: Any = None
         self.segment_id = ""

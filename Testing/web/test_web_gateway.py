@@ -169,11 +169,17 @@ def test_websocket_message_announcing_too_much_is_closed() -> None:
         from aiohttp import WSMsgType
 
         url = await _new_tab(client)
-        async with client.ws_connect(url + "ws") as socket:
-            header = (1).to_bytes(4, "little") + (0).to_bytes(4, "little") + (3 << 30).to_bytes(4, "little")
-            await socket.send_bytes(header + b"x" * 16)  # wslink would allocate 3 GiB for it
-            message = await socket.receive()
-            assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED) and socket.close_code == 1009
+        def chunk(message_id: int, size: int) -> bytes:  # the first chunk of a wslink message of ``size`` bytes
+            return message_id.to_bytes(4, "little") + (0).to_bytes(4, "little") + size.to_bytes(4, "little") + b"x"
+
+        for frames in ([chunk(1, 3 << 30)], [chunk(i, 20 << 20) for i in range(4)]):  # one huge, or many unfinished
+            async with client.ws_connect(url + "ws") as socket:
+                for frame in frames:
+                    await socket.send_bytes(frame)  # wslink would allocate the announced size for each
+                message = await socket.receive()
+                while message.type == WSMsgType.BINARY:  # echoes of the frames let through
+                    message = await socket.receive()
+                assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED) and socket.close_code == 1009
         async with client.ws_connect(url + "ws") as socket:
             await socket.send_str("still serving")
             assert (await socket.receive()).data == "echo still serving"
@@ -204,7 +210,11 @@ def test_uploads_stay_in_the_tab_and_never_overwrite() -> None:
     _run(check)
 
 
-def test_uploads_past_the_budget_are_refused_early() -> None:
+def test_uploads_past_the_budget_are_refused_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    from CTSAM3DLib.web import inputs
+
+    monkeypatch.setattr(inputs, "MAX_FOLDER_FILES", 2)
+
     async def check(client: Any, gateway: Any) -> None:
         url = await _new_tab(client)
         declared = await client.post(url + "upload?name=big.nii", data=b"x" * 2000)
@@ -220,7 +230,12 @@ def test_uploads_past_the_budget_are_refused_early() -> None:
         fits = await client.post(url + "upload?name=small.nii", data=b"x" * 600)
         assert fits.status == 200
         assert (await client.post(url + "upload?name=more.nii", data=b"x" * 600)).status == 413  # the tab's total
-        assert {p.name for p in _tab(gateway, url).folder.rglob("*") if p.is_file()} == {"small.nii", "worker.log"}
+        batch = (await fits.json())["batch"]
+        assert (await client.post(url + f"upload?batch={batch}&name=1.dcm", data=b"x")).status == 200
+        many = await client.post(url + f"upload?batch={batch}&name=2.dcm", data=b"x")
+        assert many.status == 413 and "at most 2 files" in await many.text()
+        assert {p.name for p in _tab(gateway, url).folder.rglob("*") if p.is_file()} == {"small.nii", "1.dcm",
+                                                                                      "worker.log"}
         assert (await client.get(url)).status == 200
 
     _run(check, max_upload_bytes=1000)

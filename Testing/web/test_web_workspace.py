@@ -182,7 +182,7 @@ def test_zipped_dicom_opens_and_unsafe_zip_is_refused(workspace: Any, tmp_path: 
     with pytest.raises(ValueError, match="unsafe"):
         workspace.open(evil)
     assert not (tmp_path / "outside.dcm").exists() and workspace.volume_node is None
-    assert not list(workspace.access.scratch.iterdir())  # the extraction folder is gone
+    assert not list(workspace.access.scratch.glob("unzipped-*"))  # the extraction folders are gone
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable zip"):
