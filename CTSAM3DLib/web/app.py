@@ -338,12 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exit-after", type=int, default=1800,
                         help="stop when no page was connected this many s (the gateway passes its idle time)")
     args = parser.parse_args(argv)
+    secret = os.environ.pop(SECRET_ENV, "")
+    if not secret:
+        parser.error(f"{SECRET_ENV} is not set: tabs are started by `ctsam3d serve`, which sets it.")
     sys.argv = sys.argv[:1]  # trame parses the command line too; everything it needs is passed below
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     access = _data_access(args.upload_dir, args.data_root, args.image, args.sessions_root)
     app = CTSAM3DWebApp(checkpoint=args.checkpoint, window_hu=tuple(args.window) if args.window else None,
                         device=args.device, cache_bytes=args.cache_bytes, upload_dir=args.upload_dir, access=access,
-                        max_upload_bytes=args.max_upload_bytes, secret=os.environ.pop(SECRET_ENV, ""))
+                        max_upload_bytes=args.max_upload_bytes, secret=secret)
     app.start_up(args.image)
     app.server.start(port=args.port, host=args.host, open_browser=False, show_connection_info=False,
                      timeout=args.exit_after)
@@ -352,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _data_access(upload_dir: str, data_roots: Sequence[str], image: str | None,
                  sessions_root: str | None) -> inputs.DataAccess:
-    """What the tab may read: its folder, the ``--data-root`` folders and the command line's image, never others' tabs."""
+    """What the tab may read: its folder, the ``--data-root`` folders and the command line's image; no other tab."""
     roots, files = list(data_roots), []
     if image:
         (roots if Path(image).is_dir() else files).append(image)

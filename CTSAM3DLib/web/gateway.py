@@ -179,8 +179,9 @@ class Gateway:
             await asyncio.to_thread(self._close, tab, "its page was left while it started")
             raise
         if not is_ready:
-            reason = _last_line(folder / "worker.log")
-            logger.error("CTSAM3D worker for tab %s failed to start: %s", token, reason)
+            log = folder / "worker.log"
+            reason = _log_lines(log, 1)
+            logger.error("CTSAM3D worker for tab %s failed to start:\n%s", token, _log_lines(log, 40))
             await asyncio.to_thread(self._close, tab, "it failed to start")
             return _page(503, "CTSAM3D could not start a session",
                          f"The session's server ended before it was ready: {reason}\nThe server's log has the details.")
@@ -238,7 +239,7 @@ class Gateway:
         """The started tab of ``token``, or the page that says it is closed (a dead worker is closed here)."""
         tab = self.tabs.get(token)
         if tab is not None and tab.is_started and tab.process.poll() is not None:
-            logger.warning("CTSAM3D worker for tab %s ended: %s", token, _last_line(tab.folder / "worker.log"))
+            logger.warning("CTSAM3D worker for tab %s ended:\n%s", token, _log_lines(tab.folder / "worker.log", 40))
             await asyncio.to_thread(self._close, tab, "its server ended unexpectedly")
             tab = None
         if tab is None or not tab.is_started:
@@ -463,13 +464,13 @@ def _folder_bytes(folder: Path) -> int:
     return total
 
 
-def _last_line(log: Path) -> str:
-    """The last line a worker wrote (its error), or a note when the log is gone."""
+def _log_lines(log: Path, count: int) -> str:
+    """The last ``count`` lines a worker wrote (the last one: its error), or a note when the log is gone."""
     try:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line[-500:] for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "(its log is gone)"
-    return lines[-1][-500:] if lines else "(it wrote nothing)"
+    return "\n".join(lines[-count:]) if lines else "(it wrote nothing)"
 
 
 def _free_port() -> int:

@@ -27,8 +27,8 @@ def area(tmp_path: Path) -> dict[str, Path]:
     return {"tab": sessions / "tab", "sessions": sessions, "data": data, "outside": outside, "root": tmp_path}
 
 
-def _access(area: dict[str, Path], **kwargs: object) -> inputs.DataAccess:
-    return inputs.DataAccess.create(area["tab"], [area["data"]], excluded=[area["sessions"]], **kwargs)  # type: ignore[arg-type]
+def _access(area: dict[str, Path]) -> inputs.DataAccess:
+    return inputs.DataAccess.create(area["tab"], [area["data"]], excluded=[area["sessions"]])
 
 
 def _zip(path: Path, members: list[tuple[str, bytes]], link: str = "") -> Path:
