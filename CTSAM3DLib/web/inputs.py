@@ -14,6 +14,7 @@ resolve inside that folder.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -26,9 +27,12 @@ from pathlib import Path
 
 # Largest total size (bytes) a zipped DICOM folder may expand to.
 MAX_UNZIPPED_BYTES = 4 << 30
-# Most members a zip may hold and most files read from one folder (a DICOM series has hundreds to thousands).
+# Most members a zip may hold and most entries (files and folders) walked in one folder (a DICOM series has
+# hundreds to thousands of files).
 MAX_ZIP_MEMBERS = 10_000
 MAX_FOLDER_FILES = 10_000
+# Most voxels a single CT file may declare (512 x 512 x 4096): a small compressed file cannot expand to fill memory.
+MAX_VOXELS = 1 << 30
 # Image file endings Slicer's volume reader opens directly (a DICOM series comes as a folder or a zip).
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 # Endings kept whole when an upload's name is made unique ("ct.nii.gz" -> "ct-2.nii.gz").
@@ -93,7 +97,7 @@ class DataAccess:
             raise ValueError(f"{text} is not an absolute path; give the full path of the CT on the server.")
         try:
             resolved = given.resolve()
-        except (OSError, RuntimeError):  # a symlink loop
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
             resolved = None
         if resolved is None or not self.allows(resolved):
             raise ValueError(f"{text} is outside the folders this server opens. The server's operator can add "
@@ -131,17 +135,20 @@ class DataAccess:
 
     def _folder_files(self, folder: Path) -> list[str]:
         files: list[str] = []
+        seen = 0
         for parent, dirs, names in os.walk(folder):  # symlinked folders are listed, never entered
+            seen += len(dirs) + len(names)
+            if seen > MAX_FOLDER_FILES:
+                raise ValueError(f"{folder} holds more than {MAX_FOLDER_FILES} files and folders; give the folder "
+                                 "of one DICOM series.")
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(n for n in names if not n.startswith(".")):
                 path = Path(parent) / name
                 if not self.allows(path.resolve()):
                     raise ValueError(f"{path} links outside the folders this server opens; it was not read.")
                 if path.is_file():
+                    self._check_data_files(path)
                     files.append(str(path))
-                if len(files) > MAX_FOLDER_FILES:
-                    raise ValueError(f"{folder} holds more than {MAX_FOLDER_FILES} files; give the folder of one "
-                                     "DICOM series.")
         if not files:
             raise ValueError(f"The folder {folder.name} holds no files; give a CT file or a DICOM folder.")
         return files
@@ -248,11 +255,13 @@ def unique_names(name: str) -> Iterator[str]:
 
 
 def upload_target(folder: Path) -> Path:
-    """What to open for an upload folder: its one file, or the folder (a DICOM series' files)."""
+    """What to open for an upload folder: its one file, its one image (a ``.mhd`` with its ``.raw``), or the
+    folder (a DICOM series' files)."""
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     if not files:
         raise ValueError("No file was uploaded.")
-    return files[0] if len(files) == 1 else folder
+    images = [p for p in files if p.name.lower().endswith(IMAGE_SUFFIXES)]
+    return files[0] if len(files) == 1 else images[0] if len(images) == 1 else folder
 
 
 def check_image_file(path: str | Path) -> None:
@@ -279,6 +288,9 @@ def check_image_file(path: str | Path) -> None:
     if reader.GetNumberOfComponents() > 1 or len(size) > 4 or (len(size) == 4 and size[3] != 1):
         raise ValueError(f"{path.name} is not one 3-D scalar volume (size {list(size)}, "
                          f"{reader.GetNumberOfComponents()} components per voxel); CTSAM3D needs a CT.")
+    if math.prod(size) > MAX_VOXELS:
+        raise ValueError(f"{path.name} declares {math.prod(size):,} voxels (size {list(size)}), more than the "
+                         f"{MAX_VOXELS:,} a CT here may have.")
     check_nifti_payload(path)
     check_compressed_payload(path)
 

@@ -174,3 +174,39 @@ def test_upload_names_are_safe_and_never_collide() -> None:
     names = inputs.unique_names("ct.nii.gz")
     assert [next(names) for _ in range(3)] == ["ct.nii.gz", "ct-2.nii.gz", "ct-3.nii.gz"]
     assert next(iter(inputs.unique_names("noext"))) == "noext"
+
+
+def test_a_header_inside_a_folder_is_checked_too(area: dict[str, Path]) -> None:
+    series = area["data"] / "series"
+    series.mkdir()
+    (series / "1.dcm").write_bytes(b"x")
+    (series / "ct.nhdr").write_text(f"NRRD0004\ndata file: {area['outside'] / 'secret.nii.gz'}\n")
+    with pytest.raises(ValueError, match="voxel data file"):
+        _open(_access(area), series)
+    with pytest.raises(ValueError, match="outside"):
+        _open(_access(area), str(area["data"]) + "/\0ct.nii.gz")
+
+
+def test_an_upload_of_a_header_and_its_data_opens_the_header(tmp_path: Path) -> None:
+    (tmp_path / "ct.mhd").write_text("ElementDataFile = ct.raw\n")
+    (tmp_path / "ct.raw").write_bytes(b"\0")
+    assert inputs.upload_target(tmp_path) == tmp_path / "ct.mhd"
+    (tmp_path / "ct.mhd").unlink()
+    assert inputs.upload_target(tmp_path) == tmp_path / "ct.raw"
+    (tmp_path / "2.raw").write_bytes(b"\0")
+    assert inputs.upload_target(tmp_path) == tmp_path
+
+
+def test_a_file_declaring_too_many_voxels_is_refused_before_reading(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import SimpleITK as sitk
+
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkInt16), str(path))
+    inputs.check_image_file(path)
+    monkeypatch.setattr(inputs, "MAX_VOXELS", 500)
+    with pytest.raises(ValueError, match="declares 512 voxels"):
+        inputs.check_image_file(path)
+    path.write_bytes(b"\x1f\x8b not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        inputs.check_image_file(path)
