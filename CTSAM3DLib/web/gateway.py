@@ -311,6 +311,9 @@ class Gateway:
             return _page(500, "Upload failed", f"The server could not store the upload ({type(exc).__name__}).")
         finally:
             part.unlink(missing_ok=True)
+            if "batch" not in request.query:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # a new batch whose first file was refused (not empty otherwise)
         return web.json_response({"batch": batch, "name": name})
 
     # ---- proxy ----------------------------------------------------------------------------------

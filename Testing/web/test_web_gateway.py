@@ -236,6 +236,7 @@ def test_uploads_past_the_budget_are_refused_early(monkeypatch: pytest.MonkeyPat
         assert many.status == 413 and "at most 2 files" in await many.text()
         assert {p.name for p in _tab(gateway, url).folder.rglob("*") if p.is_file()} == {"small.nii", "1.dcm",
                                                                                       "worker.log"}
+        assert [p.name for p in (_tab(gateway, url).folder / "uploads").iterdir()] == [batch]  # no empty batches
         assert (await client.get(url)).status == 200
 
     _run(check, max_upload_bytes=1000)
