@@ -157,6 +157,34 @@ def test_bad_files_are_refused_and_segments_stay(opened: Any, tmp_path: Path) ->
         np.testing.assert_array_equal(_download(opened), before)
 
 
+def test_nii_gz_gives_overlaps_to_the_later_segment_as_the_page_says(opened: Any) -> None:
+    from CTSAM3DLib.web.ui import LABELMAP_NOTE
+
+    point = _world(opened.volume_node, LIVER_VOXEL)
+    opened.click(point, True)
+    _run(opened)
+    opened.poll()
+    first = int(_download(opened).sum())
+    opened.add_segment("same place")
+    opened.click(point, True)  # the stub predictor gives the same sphere: the segments overlap everywhere
+    _run(opened)
+    opened.poll()
+    labels = _download(opened)
+    assert "later segment wins" in LABELMAP_NOTE
+    assert (labels == 1).sum() == 0 and (labels == 2).sum() == first > 0
+
+
+def test_a_float_ct_with_nan_is_refused(opened: Any, tmp_path: Path) -> None:
+    image = sitk.Image(8, 8, 8, sitk.sitkFloat32)
+    image[1, 2, 3] = float("nan")
+    path = tmp_path / "nan.nrrd"
+    sitk.WriteImage(image, str(path))
+    volume = opened.volume_node
+    with pytest.raises(ValueError, match="NaN"):
+        opened.open(path)
+    assert opened.volume_node is volume
+
+
 def test_zipped_dicom_opens_and_unsafe_zip_is_refused(workspace: Any, tmp_path: Path) -> None:
     image = sitk.Cast(sitk.ReadImage(str(bundled.sample_dir() / "ct.nii.gz"))[:, :, 40:48], sitk.sitkInt16)
     archive = tmp_path / "series.zip"
