@@ -1,7 +1,7 @@
 """One browser tab's work: its CT, its segmentation and segments, clicks through the MRML bridge, downloads.
 
 Trame-free (tested on ``slicer-core`` without a browser). Every engine call goes through
-``CTSAM3DLib.mrml_bridge`` exactly as in the Slicer module: ``BridgeLogic.session`` for the nodes,
+``CTSAM3DLib.mrml`` exactly as in the Slicer module: ``BridgeLogic.session`` for the nodes,
 ``PromptMarkups`` for include / exclude points placed in a view, ``ClickWorker`` for the engine jobs, whose
 results ``poll`` commits to the scene on the caller's (the web server's) thread.
 """
