@@ -97,7 +97,7 @@ class Tab:
     folder: Path  # uploads, extracted zips and the worker's log
     secret: str
     last_active: float = field(default_factory=time.monotonic)
-    started_at: float = field(default_factory=time.monotonic)
+    ready_at: float = 0.0  # when the worker first answered (the page's websocket is awaited from then)
     is_started: bool = False  # the worker answers on its port
     has_connected: bool = False  # a page's websocket reached it
 
@@ -185,7 +185,7 @@ class Gateway:
             await asyncio.to_thread(self._close, tab, "it failed to start")
             return _page(503, "CTSAM3D could not start a session",
                          f"The session's server ended before it was ready: {reason}\nThe server's log has the details.")
-        tab.is_started = True
+        tab.is_started, tab.ready_at = True, time.monotonic()
         tab.touch()
         raise web.HTTPSeeOther(f"s/{token}/")
 
@@ -227,7 +227,7 @@ class Gateway:
                     continue  # new_tab still waits for it and closes it if it fails
                 if tab.process.poll() is not None:
                     reason = "its server ended"
-                elif not tab.has_connected and now - tab.started_at > UNCLAIMED_TIMEOUT_S:
+                elif not tab.has_connected and now - tab.ready_at > UNCLAIMED_TIMEOUT_S:
                     reason = "no page opened it"
                 elif now - tab.last_active > self.config.idle_timeout_s:
                     reason = f"it was idle for {self.config.idle_timeout_s / 60:.0f} min"
