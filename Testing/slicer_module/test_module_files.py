@@ -167,3 +167,35 @@ def test_shipped_files_hold_no_machine_paths():
     for path in shipped:
         found = re.findall(r"(?:\"|\s)(/(?:work|home|tmp|Users|root)/[^\"\s]*|[A-Za-z]:\\\\[^\"\s]*)", path.read_text())
         assert not found, f"{path.name} records machine paths: {found}"
+
+
+def _metadata_urls() -> list[str]:
+    top = (REPO / "CMakeLists.txt").read_text()
+    s4ext = (REPO / "CTSAM3D.s4ext").read_text()
+    entry = json.loads((REPO / "CTSAM3D.json").read_text())
+    return re.findall(r'EXTENSION_(?:HOMEPAGE|ICONURL|SCREENSHOTURLS) "([^"]+)"', top) + re.findall(
+        r"^(?:homepage|iconurl|screenshoturls|scmurl) (\S+)", s4ext, flags=re.MULTILINE) + [entry["scm_url"]]
+
+
+def test_metadata_urls_point_to_files_of_this_repository():
+    entry = json.loads((REPO / "CTSAM3D.json").read_text())
+    project = re.fullmatch(r"https://github\.com/([^/]+/[^/]+)\.git", entry["scm_url"]).group(1)
+    for url in _metadata_urls():
+        found = re.fullmatch(rf"https://(?:raw\.githubusercontent\.com/{project}/main|github\.com/{project}/blob/main)"
+                             r"/(.+)|https://github\.com/" + project + r"\.git", url)
+        assert found, f"{url} is not a file of {project}"
+        assert found.group(1) is None or (REPO / found.group(1)).is_file(), url
+
+
+def test_minimum_slicer_and_demo_weights_are_stated_everywhere():
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert 'set(CTSAM3D_MINIMUM_SLICER "5.10")' in top and "VERSION_LESS CTSAM3D_MINIMUM_SLICER" in top
+    assert 'MINIMUM_SLICER = "5.10"' in MODULE_FILE.read_text()
+    description = re.search(r'set\(EXTENSION_DESCRIPTION "([^"]+)"', top).group(1)
+    s4ext = dict(line.split(" ", 1) for line in (REPO / "CTSAM3D.s4ext").read_text().splitlines()
+                 if line and not line.startswith("#"))
+    assert s4ext["description"] == description
+    assert "demo model" in description and "Slicer 5.10 or newer" in description
+    guide = (REPO / "docs" / "slicer.md").read_text()
+    assert "5.10 or newer" in guide and "5.8 or newer" not in guide and "slicer.pydeps" not in guide
+    assert "demo" in MODULE_FILE.read_text() and "demo" in UI_FILE.read_text()
