@@ -271,12 +271,14 @@ class SegmentationSession:
             segment = self.segment(sid)
             if self.before_write is not None:
                 self.before_write(sid)
-            is_complete = True
+            is_complete, untouched = True, self._untouched_layer_mates(sid)
             if outcome.box is not None and outcome.region is not None:
                 is_complete = self._write(outcome)
             store_clicks(segment, outcome.clicks_ras, outcome.labels, self._engine.config)
             if job.kind == "click":
                 show_segment(self.segmentation_node, sid)
+            for mate in untouched:  # same voxels, but their shared labelmap changed
+                self._written[mate] = labelmap_mtime(self.segmentation_node, mate)
             if is_complete:
                 self._written[sid] = labelmap_mtime(self.segmentation_node, sid)
             else:  # masked voxels differ from the engine's mask: the next job compares the content
@@ -284,6 +286,15 @@ class SegmentationSession:
         finally:
             self.discard(job)
         return outcome
+
+    def _untouched_layer_mates(self, segment_id: str) -> list[str]:
+        """Segments sharing the segment's labelmap layer, unchanged since CTSAM3D's last write, that a write into
+        it leaves as they are (not overwritten): their record is renewed after it, so they are not re-read."""
+        segmentation = self.segmentation_node.GetSegmentation()
+        trimmed = set(overwrite_ids(self.segmentation_node, segment_id, self.overwrite))
+        mates = segmentation.GetSegmentIDsForLayer(segmentation.GetLayerIndex(segment_id))
+        return [s for s in mates if s != segment_id and s not in trimmed
+                and self._written.get(s) == labelmap_mtime(self.segmentation_node, s)]
 
     def _write(self, outcome: Outcome) -> bool:
         """Write the outcome's box; False when the editor's masking kept some voxels from being written."""

@@ -129,6 +129,10 @@ def test_segments_share_a_labelmap_layer_while_they_do_not_overlap(scene, ct, lo
     for sid, ijk in ((first, CLICK_A), (second, CLICK_FAR), (third, CLICK_B)):
         i, j, k = ijk
         assert segment_array(segmentation, sid, ct)[k, j, i], sid
+    session = logic.session(ct, segmentation)
+    job = session.prepare_click(world_of_voxel(ct, CLICK_A), True, first)  # the second wrote into its layer
+    assert job.content is None  # ... but it is not re-read as if edited by hand
+    session.discard(job)
 
 
 def test_closed_surface_segmentation_is_refused_then_converted(scene, ct, logic):
