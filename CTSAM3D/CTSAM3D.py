@@ -327,8 +327,8 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = "Cancelling..."
 
     def onImportCheckpoint(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, "Import authors' checkpoint", "",
-                                              "Checkpoints (*.pth *.pt *.ckpt);;All files (*)")
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Import a checkpoint (the authors' params.pth or your own)",
+                                              "", "Checkpoints (*.pth *.pt *.ckpt);;All files (*)")
         if path:
             self._parameterNode.checkpointPath = path
 

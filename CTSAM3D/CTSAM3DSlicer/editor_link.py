@@ -8,10 +8,13 @@ view observations on and off, as the Segment Editor module does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import slicer
 import vtk
+
+if TYPE_CHECKING:
+    from CTSAM3DLib.mrml.editor import EditMask
 
 # The module's overwrite choices as vtkMRMLSegmentEditorNode constants.
 EDITOR_OVERWRITE = {"all": slicer.vtkMRMLSegmentEditorNode.OverwriteAllSegments,
@@ -58,8 +61,8 @@ class EditorLink:
         if self.node is not None and self.node.GetOverwriteMode() != EDITOR_OVERWRITE[overwrite]:
             self.node.SetOverwriteMode(EDITOR_OVERWRITE[overwrite])
 
-    def settings(self) -> Any:
-        """The editor's masking (``CTSAM3DLib.mrml.editor.EditMask``) for CTSAM3D's writes."""
+    def settings(self) -> EditMask:
+        """The editor's masking for CTSAM3D's writes (imports CTSAM3DLib: call once PyTorch is installed)."""
         from CTSAM3DLib.mrml.editor import EditMask, editor_settings
 
         return EditMask() if self.node is None else editor_settings(self.node)[0]

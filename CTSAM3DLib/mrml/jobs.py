@@ -28,7 +28,8 @@ class ClickCancelled(RuntimeError):
 
 @contextmanager
 def cancellable(event: threading.Event) -> Iterator[None]:
-    """Within this block, ``CancellablePredictor`` calls on this thread raise ``ClickCancelled`` once ``event`` is set."""
+    """Within this block, ``CancellablePredictor`` calls on this thread raise ``ClickCancelled`` once ``event``
+    is set."""
     _cancel_state.event = event
     try:
         yield

@@ -94,7 +94,8 @@ class SegmentationSession:
         """Whether this session still serves these nodes and this predictor (volume unchanged)."""
         base = getattr(predictor, "predictor", predictor)
         return (volume_node is self.volume_node and segmentation_node is self.segmentation_node
-                and base is getattr(self._engine.predictor, "predictor", None) and volume_node.GetImageData() is not None
+                and base is getattr(self._engine.predictor, "predictor", None)
+                and volume_node.GetImageData() is not None
                 and volume_node.GetImageData().GetMTime() == self._volume_mtime
                 and np.array_equal(ijk_to_ras_matrix(volume_node), self._ijk_to_ras))
 

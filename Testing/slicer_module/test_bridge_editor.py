@@ -155,7 +155,8 @@ def test_closed_surface_segmentation_is_refused_then_converted(scene, ct, logic)
     binary = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
     assert segmentation.GetSegmentation().GetSourceRepresentationName() == binary
     sid = _click(logic, ct, segmentation, CLICK_A)
-    segmentation.GetSegmentation().CreateRepresentation(slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName())
+    surface = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
+    segmentation.GetSegmentation().CreateRepresentation(surface)
     i, j, k = CLICK_A
     assert segment_array(segmentation, sid, ct)[k, j, i]  # survives a conversion
     i, j, k = CLICK_FAR

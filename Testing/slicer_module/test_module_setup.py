@@ -42,7 +42,8 @@ def test_torch_version_floor(deps):
     for good in ("2.3.0", "2.3.1+cu121", "2.13.0+cpu", "3.0"):
         assert deps.torch_version_problem(good) is None, good
     for old in ("2.1.2", "2.2.2+cu118", "1.13.1"):
-        assert "needs PyTorch 2.3 or newer" in deps.torch_version_problem(old) and old in deps.torch_version_problem(old)
+        problem = deps.torch_version_problem(old)
+        assert "needs PyTorch 2.3 or newer" in problem and old in problem
     import torch
 
     assert deps.torch_version_problem(torch.__version__) is None  # the PyTorch the tests run on

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DATA_PARAMETERS = {"category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
                           "thumbnailFileName", "loadFileTypes", "loadFiles", "loadFileProperties", "checksums",
                           "loadFileType"}
-# Python-callable slots and Q_INVOKABLE methods of qMRMLSegmentEditorWidget the module uses (qMRMLSegmentEditorWidget.h).
+# Python-callable slots and Q_INVOKABLE methods of qMRMLSegmentEditorWidget that the module uses
+# (qMRMLSegmentEditorWidget.h).
 EDITOR_WIDGET_API = {"setMRMLScene", "setMRMLSegmentEditorNode", "setSegmentationNodeSelectorVisible",
                      "setSourceVolumeNodeSelectorVisible", "setSegmentationNode", "setSourceVolumeNode",
                      "setCurrentSegmentID", "saveStateForUndo", "setupViewObservations", "removeViewObservations",
