@@ -180,10 +180,12 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnectParameterNode()
 
     def _stopPlacing(self) -> None:
-        """Point placement off, no active editor effect, the editor's view observations removed."""
+        """Placement of CTSAM3D points off, no active editor effect, the editor's view observations removed."""
         self._editor.stop()
         interaction = slicer.app.applicationLogic().GetInteractionNode()
-        if interaction.GetCurrentInteractionMode() == interaction.Place:
+        ours = self._prompts is not None and slicer.modules.markups.logic().GetActiveListID() in (
+            self._prompts.node(True).GetID(), self._prompts.node(False).GetID())
+        if ours and interaction.GetCurrentInteractionMode() == interaction.Place:
             interaction.SwitchToViewTransformMode()
 
     def _removeShortcuts(self) -> None:

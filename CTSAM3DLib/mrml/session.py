@@ -265,12 +265,12 @@ class SegmentationSession:
     # ---- main thread: outcome -> MRML ---------------------------------------------------
     def commit(self, outcome: Outcome) -> Outcome:
         """Write the outcome: the changed box into the segment (shown in the views) where the editor's masking
-        allows, the clicks into its tag; ``before_write`` first."""
+        allows, the clicks into its tag; ``before_write`` first when voxels change."""
         job = outcome.job
         sid = job.segment_id
         try:
             segment = self.segment(sid)
-            if self.before_write is not None:
+            if self.before_write is not None and outcome.box is not None:
                 self.before_write(sid)
             is_complete, untouched = True, self._untouched_layer_mates(sid)
             if outcome.box is not None and outcome.region is not None:

@@ -115,10 +115,14 @@ def ct_volume(scene):
     return make_volume_node(scene, synthetic_ct((40, 48, 56)), affine(np.diag([1.0, 1.0, 2.0]), (-20.0, 15.0, 40.0)))
 
 
-def test_leaving_the_module_turns_point_placement_and_editor_observations_off(module, monkeypatch):
+def test_leaving_the_module_turns_point_placement_and_editor_observations_off(module, monkeypatch, scene):
     import slicer
 
+    from CTSAM3DLib.mrml.markups import PromptMarkups
+
     widget = _widget(module, monkeypatch)
+    widget._prompts = PromptMarkups(scene, lambda *a: None)
+    slicer.modules.markups.logic().SetActiveList(widget._prompts.node(False))  # placing exclude points
     interaction = slicer.modules.application_logic.GetInteractionNode()
     interaction.SetCurrentInteractionMode(interaction.Place)
     widget.exit()
