@@ -454,10 +454,17 @@ class CTSAM3DLogic(ScriptedLoadableModuleLogic):
                 ``use_labelmap_source``).
         """
         from CTSAM3DLib.engine.planning import reach_depth_for
+        from CTSAM3DLib.model.checkpoint import CheckpointError
 
         path = params.checkpointPath or None
         window = (params.windowMinHu, params.windowMaxHu) if path and params.overrideWindow else None
-        self.load_model(path, params.device, window)  # None: the window the checkpoint records
+        try:
+            self.load_model(path, params.device, window)  # None: the window the checkpoint records
+        except CheckpointError as error:
+            if window is None and "window" in str(error):
+                raise CheckpointError(f"{error} In CTSAM3D: Settings > 'Override its window', then the two "
+                                      "values (HU).") from error
+            raise
         self.configure(use_cpp=params.useCpp, max_patches=params.maxPatches, overwrite=params.overwrite,
                        cpp_reach_depth=reach_depth_for(params.largeOrgans), edit_mask=editMask)
         self.core.before_write = lambda _segmentId: beforeWrite()

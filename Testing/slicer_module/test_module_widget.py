@@ -177,3 +177,18 @@ def test_the_window_spin_boxes_override_a_checkpoint_window_only_when_asked(modu
     session.delete_segment(sid)
     assert params.segmentation.GetSegmentation().GetSegment(sid) is None
     logic.close()
+
+
+def test_a_checkpoint_without_a_window_says_where_to_give_it(module, scene, ct_volume):
+    from CTSAM3DLib.model.checkpoint import CheckpointError
+    from CTSAM3DLib.mrml.editor import EditMask
+
+    logic = module.CTSAM3DLogic()
+
+    def refuse(path, device, window):
+        raise CheckpointError("params.pth has no intensity window: give the window explicitly.")
+
+    logic.load_model = refuse
+    params = _params(make_segmentation_node(scene), ct_volume, checkpointPath="params.pth")
+    with pytest.raises(CheckpointError, match="Override its window"):
+        logic.sessionFor(params, EditMask(), lambda: None)
