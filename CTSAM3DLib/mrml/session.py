@@ -207,6 +207,8 @@ class SegmentationSession:
         """Copy the CT into the engine on first use (the worker thread: the copy and its checks take seconds)."""
         with self._volume_lock:
             if not self._engine.is_volume_set:
+                if self._image is None:
+                    raise RuntimeError("This CTSAM3D session is closed: start a new one for the volume.")
                 self._engine.set_volume(volume_from_image(self._image, self._ijk_to_ras))
                 self._image = None
 
