@@ -51,12 +51,6 @@ def volume_from_image(image: Any, ijk_to_ras: np.ndarray) -> Volume:
     return Volume.from_ijk_to_ras(np.array(array, copy=True), ijk_to_ras)
 
 
-def volume_from_node(volume_node: Any) -> Volume:
-    """Copy a scalar volume node's voxels (z, y, x) and its IJKToRAS into a ``Volume`` (ValueError if not a CT)."""
-    check_volume_node(volume_node)
-    return volume_from_image(volume_node.GetImageData(), ijk_to_ras_matrix(volume_node))
-
-
 def default_input_volume(scene: Any) -> Any:
     """The first scalar volume of the scene that is not a labelmap (a CT candidate), or None."""
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
