@@ -18,8 +18,7 @@ def sample_source(ct_path: Path, thumbnail_path: Path) -> dict:
     """The keyword arguments of ``SampleDataLogic.registerCustomSampleDataSource`` for the bundled CT."""
     return {"category": SAMPLE_CATEGORY, "sampleName": SAMPLE_NAME, "uris": [ct_path.resolve().as_uri()],
             "fileNames": [f"{SAMPLE_NAME}.nii.gz"], "nodeNames": [SAMPLE_NAME],
-            "checksums": [f"SHA256:{SAMPLE_SHA256}"], "loadFileTypes": ["VolumeFile"],
-            "thumbnailFileName": str(thumbnail_path)}
+            "checksums": [f"SHA256:{SAMPLE_SHA256}"], "thumbnailFileName": str(thumbnail_path)}  # a volume by default
 
 
 def register_sample_data(thumbnail_path: Path) -> bool:
