@@ -18,8 +18,8 @@ from CTSAM3DLib.cli.errors import USER_ERRORS
 from CTSAM3DLib.cli.segment import add_cpp_args, add_model_args, cpp_settings
 from CTSAM3DLib.engine.session import CPP_MODES, SessionConfig
 from CTSAM3DLib.eval.growcut import grow_from_seeds
-from CTSAM3DLib.eval.protocol import (BASELINES, DEFAULT_CLICKS, EvalResult, dataset_cases, evaluate, validate_clicks,
-                                      validate_seeds)
+from CTSAM3DLib.eval.protocol import (BASELINES, CLICK_RULES, DEFAULT_CLICKS, NSD_TOLERANCE_MM, EvalResult,
+                                      dataset_cases, evaluate, validate_clicks, validate_seeds)
 from CTSAM3DLib.eval.report import check_output_dir, summarize, write_report
 from CTSAM3DLib.io.datasets import TOTALSEG_CT, DataIssue, Subject, log_issues, scan_datasets
 from CTSAM3DLib.prompts.click import Click
@@ -30,8 +30,10 @@ _DESCRIPTION = (
     "Simulated-click evaluation as in the CT-SAM3D paper. Per case and structure, the first click is a random "
     "foreground voxel (seeded); each next click is the point of the current error region farthest (in mm) from that "
     "region's boundary, positive in a false negative, negative in a false positive (the click simulator training "
-    "uses). DSC and NSD are measured on the CT's own grid after each requested click count. Writes per_click.csv, "
-    "summary.json, summary.md and dsc_vs_clicks.png into --output."
+    "uses). DSC and NSD are measured on the CT's own grid after each requested click count, and reported as the mean "
+    "over structures, per subject group (meta.csv's group column, else the id's leading letters: hn_kbp_12 -> hn), "
+    "as the area under the curve over the click counts and at the last count. Writes per_click.csv, summary.json, "
+    "summary.md and dsc_vs_clicks.png into --output."
 )
 
 
@@ -55,6 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", choices=BASELINES,
                    help="also run 3D Slicer's Grow from seeds, with its own simulated clicks (needs the growcut "
                         "extra: pip install 'CTSAM3DLib[growcut]')")
+    p.add_argument("--baseline-only", action="store_true",
+                   help="run only the --baseline, not the model (its numbers do not depend on the weights)")
+    p.add_argument("--click-rule", choices=CLICK_RULES, default="paper",
+                   help="paper: random first click, then the deepest voxel of the whole error; cvpr25: the CVPR 2025 "
+                        "interactive 3-D challenge's rule, every click (the first too) at the deepest voxel of the "
+                        "largest 26-connected error component, NSD at 2 mm (default: %(default)s)")
     add_cpp_args(p)
     p.add_argument("--cpp-mode", choices=CPP_MODES, default="auto",
                    help="how CPP picks a neighbour's click: the CPP network's heatmap peak (the paper), or, with no "
@@ -70,8 +78,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", default="0", metavar="SEED[,SEED...]",
                    help="seed of the random first clicks; several (e.g. 0,1,2) run every structure once per seed "
                         "and report the mean over them and each seed's mean (default: %(default)s)")
-    p.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM",
-                   help="NSD (surface Dice) tolerance in mm (default: %(default)s)")
+    p.add_argument("--nsd-tolerance", type=float, default=None, metavar="MM",
+                   help="NSD (surface Dice) tolerance in mm (default: the click rule's: "
+                        + ", ".join(f"{rule} {mm:g}" for rule, mm in NSD_TOLERANCE_MM.items()) + ")")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --output")
     p.set_defaults(func=run)
 
@@ -94,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--cpp-min-agreement is a Dice between 0 and 1, got {args.cpp_min_agreement}.")
     out = Path(args.output)
     check_output_dir(out, args.overwrite)
+    if args.baseline_only and not args.baseline:
+        raise ValueError("--baseline-only needs --baseline growcut.")
     if args.baseline:
         _check_baseline_installed()
     subjects, issues = _scan(args.data, args.split)
@@ -103,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     result = evaluate(predictor, dataset_cases(subjects, issues), clicks, structures=structures,
                       max_structures=args.max_structures, baseline=args.baseline, session_config=config,
                       seed=seeds, nsd_tolerance_mm=args.nsd_tolerance, progress=True,
-                      first_click_mode=args.first_click)
+                      first_click_mode=args.first_click, click_rule=args.click_rule, run_model=not args.baseline_only)
     log_issues(issues, logger)
     if not result.records:
         raise ValueError("Nothing was evaluated: every selected structure was missing or empty "
@@ -183,11 +194,24 @@ def _print_summary(result: EvalResult, variant: str, paths: list[Path]) -> None:
           f"{len({r.case_id for r in result.records})} case(s), model {variant}")
     for method, entry in summary["methods"].items():
         seconds = [s for t in result.traces if t.method == method for s in t.seconds]
-        dsc = ", ".join(f"{n}: {v:.3f}" for n, v in entry["mean_dsc"].items())
-        print(f"  {method}: mean DSC by clicks {{{dsc}}}; {sum(seconds) / max(len(seconds), 1):.2f} s/click")
+        print(f"  {method}: mean DSC by clicks {{{_by_clicks(entry['mean_dsc'])}}}, AUC {_num(entry['auc_dsc'])}; "
+              f"NSD AUC {_num(entry['auc_nsd'])}; {sum(seconds) / max(len(seconds), 1):.2f} s/click")
         if len(result.seeds) > 1:
             for seed, means in entry["mean_dsc_by_seed"].items():
-                print(f"    seed {seed}: " + ", ".join(f"{n}: {'-' if v is None else f'{v:.3f}'}" for n, v in means.items()))
+                print(f"    seed {seed}: {_by_clicks(means)}")
+        if len(summary["groups"]) > 1:
+            for group, part in summary["groups"].items():
+                means = part["methods"][method]
+                print(f"    group {group} ({len(part['cases'])} cases): {_by_clicks(means['mean_dsc'])}, "
+                      f"AUC {_num(means['auc_dsc'])}")
     if result.skipped:
         print(f"  skipped {len(result.skipped)} structure(s); see summary.md")
     print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def _by_clicks(means: dict[str, float | None]) -> str:
+    return ", ".join(f"{n}: {_num(v)}" for n, v in means.items())
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

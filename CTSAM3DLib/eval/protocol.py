@@ -14,6 +14,11 @@ Per case and structure:
 3. DSC and NSD are measured on the input image's own grid after each requested
    click count (1, 3, 5, 7, 9 in the paper).
 
+``click_rule="cvpr25"`` swaps steps 1-2 for the rule of the CVPR 2025 interactive 3-D
+challenge (`largest_component_click`: every click, the first included, at the deepest voxel
+of the largest 26-connected error component; deterministic, so one seed), for numbers
+comparable with that benchmark (which also measures NSD at 2 mm).
+
 CT-SAM3D runs through the same ``Session`` as the GUI, one session per case
 (``set_volume`` once, one target per structure, so cached encoder features serve
 every structure). The optional ``growcut`` baseline (Slicer's "Grow from seeds")
@@ -45,7 +50,7 @@ from CTSAM3DLib.io.readers import ImageReadError, read_image, volume_to_sitk
 from CTSAM3DLib.io.volume import Volume
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.prompts.click import Click
-from CTSAM3DLib.prompts.simulate import deepest_click, first_click, next_click
+from CTSAM3DLib.prompts.simulate import deepest_click, first_click, largest_component_click, next_click
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,11 @@ METHOD_GROWCUT = "growcut"
 BASELINES = (METHOD_GROWCUT,)
 # The paper's click counts (Fig. 4).
 DEFAULT_CLICKS = (1, 3, 5, 7, 9)
+# Where simulated clicks go: "paper" (random first click, then the deepest error voxel) or
+# "cvpr25" (the CVPR 2025 challenge: the largest error component's deepest voxel, every click).
+CLICK_RULES = ("paper", "cvpr25")
+# The NSD tolerance (mm) each click rule's benchmark reports.
+NSD_TOLERANCE_MM = {"paper": 1.0, "cvpr25": 2.0}
 
 # A mask, or a function that loads it: uint8/bool ``(z, y, x)`` on the case's image grid.
 MaskSource = np.ndarray | Callable[[], np.ndarray]
@@ -72,11 +82,13 @@ class EvalCase:
             (called when the case is evaluated).
         masks: structure name -> ground-truth mask ``(z, y, x)`` on the image's grid
             (non-zero = structure), or a function loading it (read only when needed).
+        group: the subject group the report also averages over (`Subject.group`).
     """
 
     case_id: str
     image: sitk.Image | Volume | Callable[[], sitk.Image | Volume]
     masks: Mapping[str, MaskSource]
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,8 @@ class EvalResult:
         records: one per case, structure, method, seed and click count.
         traces: one per case, structure, method and seed (all clicks up to the largest count).
         skipped: one message per requested structure that could not be evaluated.
+        groups: case id -> subject group, for every evaluated case.
+        click_rule: the click rule (`CLICK_RULES`).
     """
 
     clicks: tuple[int, ...]
@@ -135,6 +149,8 @@ class EvalResult:
     records: tuple[ClickRecord, ...]
     traces: tuple[ClickTrace, ...] = ()
     skipped: tuple[str, ...] = ()
+    groups: Mapping[str, str] = field(default_factory=dict)
+    click_rule: str = "paper"
 
 
 @dataclass
@@ -142,9 +158,10 @@ class _Collector:
     records: list[ClickRecord] = field(default_factory=list)
     traces: list[ClickTrace] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    groups: dict[str, str] = field(default_factory=dict)
 
 
-# How the first click is chosen: uniformly at random (the paper) or at the structure's deepest voxel.
+# How the first click is chosen (paper rule): uniformly at random (the paper) or at the structure's deepest voxel.
 FIRST_CLICK_MODES = ("random", "deepest")
 
 # A method on one structure: click -> (mask (z, y, x) after it, seconds it took).
@@ -154,8 +171,8 @@ _Segmenter = Callable[[Click], tuple[np.ndarray, float]]
 def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[int] = DEFAULT_CLICKS, *,
              structures: Sequence[str] | None = None, max_structures: int | None = None,
              baseline: str | None = None, session_config: SessionConfig | None = None,
-             seed: int | Sequence[int] = 0,
-             nsd_tolerance_mm: float = 1.0, progress: bool = False, first_click_mode: str = "random") -> EvalResult:
+             seed: int | Sequence[int] = 0, nsd_tolerance_mm: float | None = None, progress: bool = False,
+             first_click_mode: str = "random", click_rule: str = "paper", run_model: bool = True) -> EvalResult:
     """Run the simulated-click protocol (module docstring) on every case.
 
     Args:
@@ -168,13 +185,15 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
         max_structures: per case, keep only the N largest structures by physical volume
             (mm^3) among those selected by ``structures``.
         baseline: ``"growcut"`` to also run Slicer's Grow from seeds (needs slicer-core).
+        run_model: False runs the baseline alone (its numbers do not depend on the weights).
         session_config: engine settings (default ``SessionConfig()``, CPP on).
         seed: seed of the random first clicks, or several: every structure is then run once per seed
             (a fresh target each time) and the report averages over them, which smooths out the luck
             of one random first click.
-        nsd_tolerance_mm: NSD tolerance in mm.
+        nsd_tolerance_mm: NSD tolerance in mm (default: the click rule's, `NSD_TOLERANCE_MM`).
         progress: show a tqdm progress bar (stderr), one step per structure.
         first_click_mode: ``"random"`` (the paper) or ``"deepest"`` (the structure's deepest voxel).
+        click_rule: ``"paper"`` or ``"cvpr25"`` (module docstring).
 
     Returns:
         The ``EvalResult``.
@@ -185,23 +204,29 @@ def evaluate(predictor: Predictor, cases: Iterable[EvalCase], clicks: Sequence[i
     """
     counts = validate_clicks(clicks)
     seeds = validate_seeds(seed)
-    _validate_options(max_structures, baseline, nsd_tolerance_mm)
+    if click_rule not in CLICK_RULES:
+        raise ValueError(f"click_rule must be one of {CLICK_RULES}, got {click_rule!r}.")
+    tol_mm = NSD_TOLERANCE_MM[click_rule] if nsd_tolerance_mm is None else float(nsd_tolerance_mm)
+    _validate_options(max_structures, baseline, tol_mm)
     if first_click_mode not in FIRST_CLICK_MODES:
         raise ValueError(f"first_click_mode must be one of {FIRST_CLICK_MODES}, got {first_click_mode!r}.")
-    if first_click_mode == "deepest" and len(seeds) > 1:
-        raise ValueError("Several seeds only make sense with random first clicks: the deepest voxel does not "
-                         "depend on the seed.")
+    if (first_click_mode == "deepest" or click_rule == "cvpr25") and len(seeds) > 1:
+        raise ValueError("Several seeds only make sense with random first clicks: the deepest voxel and the "
+                         "cvpr25 rule's clicks do not depend on the seed.")
+    if not run_model and not baseline:
+        raise ValueError("Nothing to run: the model is switched off and no baseline is chosen.")
     if baseline == METHOD_GROWCUT:
         _check_growcut_available()
-    methods = (METHOD_CTSAM3D,) + ((baseline,) if baseline else ())
+    methods = ((METHOD_CTSAM3D,) if run_model else ()) + ((baseline,) if baseline else ())
     out = _Collector()
     config = session_config or SessionConfig()
+    rule = (first_click_mode, click_rule)
     with tqdm(total=0, unit="structure", desc="evaluate", disable=not progress, dynamic_ncols=True) as bar:
         for case in cases:
-            _evaluate_case(predictor, case, counts, methods, config, (seeds, first_click_mode), nsd_tolerance_mm,
+            _evaluate_case(predictor, case, counts, methods, config, (seeds, rule), tol_mm,
                            (structures, max_structures), out, bar)
-    return EvalResult(counts, float(nsd_tolerance_mm), methods, seeds, tuple(out.records), tuple(out.traces),
-                      tuple(out.skipped))
+    return EvalResult(counts, tol_mm, methods, seeds, tuple(out.records), tuple(out.traces),
+                      tuple(out.skipped), dict(out.groups), click_rule)
 
 
 def validate_clicks(clicks: Sequence[int]) -> tuple[int, ...]:
@@ -263,7 +288,7 @@ def dataset_cases(subjects: Iterable[Subject], issues: list[DataIssue] | None = 
         except ImageReadError as exc:
             found.append(DataIssue(subject.subject_id, subject.image_path, f"{exc}; subject skipped"))
             continue
-        yield EvalCase(subject.subject_id, image, _mask_loaders(subject, image, found))
+        yield EvalCase(subject.subject_id, image, _mask_loaders(subject, image, found), subject.group)
 
 
 def _mask_loaders(subject: Subject, image: sitk.Image, issues: list[DataIssue]) -> dict[str, Callable[[], np.ndarray]]:
@@ -302,16 +327,18 @@ def _check_growcut_available() -> None:
 
 
 def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...], methods: tuple[str, ...],
-                   config: SessionConfig, first_clicks: tuple[tuple[int, ...], str], tol_mm: float,
+                   config: SessionConfig, first_clicks: tuple[tuple[int, ...], tuple[str, str]], tol_mm: float,
                    selection: tuple[Sequence[str] | None, int | None], out: _Collector, bar: tqdm) -> None:
     """One session for the case; every selected structure is one target of it."""
     image = case.image() if callable(case.image) else case.image
     image = volume_to_sitk(image) if isinstance(image, Volume) else image
     names = _structures_of_case(case, image, selection, out)
+    out.groups[case.case_id] = case.group or case.case_id
     bar.total += len(names)
     bar.refresh()
     session = Session(predictor, config)
-    session.set_volume(image)
+    if METHOD_CTSAM3D in methods:
+        session.set_volume(image)
     try:
         for name in names:
             bar.set_postfix_str(f"{case.case_id}/{name}", refresh=False)
@@ -326,13 +353,17 @@ def _evaluate_case(predictor: Predictor, case: EvalCase, counts: tuple[int, ...]
 
 
 def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name: str, gt: np.ndarray,
-                        counts: tuple[int, ...], methods: tuple[str, ...], first_clicks: tuple[tuple[int, ...], str],
-                        tol_mm: float, out: _Collector) -> None:
-    """Per seed, every method on one structure from the same first click (``first_clicks``: seeds, mode)."""
+                        counts: tuple[int, ...], methods: tuple[str, ...],
+                        first_clicks: tuple[tuple[int, ...], tuple[str, str]], tol_mm: float, out: _Collector) -> None:
+    """Per seed, every method on one structure from the same first click (``first_clicks``: seeds,
+    (first-click mode, click rule))."""
     spacing = tuple(float(s) for s in image.GetSpacing())
-    seeds, mode = first_clicks
+    seeds, (mode, rule) = first_clicks
+    simulate = largest_component_click if rule == "cvpr25" else next_click
     for run_seed in seeds:
-        if mode == "deepest":
+        if rule == "cvpr25":
+            first = largest_component_click(np.zeros_like(gt), gt, spacing)
+        elif mode == "deepest":
             first = deepest_click(gt, spacing)
         else:
             first = first_click(gt, case_rng(run_seed, case_id, name))
@@ -341,8 +372,9 @@ def _evaluate_structure(session: Session, image: sitk.Image, case_id: str, name:
                 segment = _ctsam3d_segmenter(session, name)
             else:
                 segment = _growcut_segmenter(sitk.GetArrayViewFromImage(image), spacing)
-            _click_loop(segment, gt, first, counts, spacing, tol_mm, (case_id, name, method), run_seed, out)
-        session.remove_target(name)  # the next seed starts a fresh target; memory stays flat
+            _click_loop(segment, gt, first, counts, (spacing, tol_mm, simulate), (case_id, name, method), run_seed, out)
+        if METHOD_CTSAM3D in methods:
+            session.remove_target(name)  # the next seed starts a fresh target; memory stays flat
 
 
 def _structures_of_case(case: EvalCase, image: sitk.Image, selection: tuple[Sequence[str] | None, int | None],
@@ -392,10 +424,12 @@ def _growcut_segmenter(image_zyx: np.ndarray, spacing_mm: tuple[float, ...]) -> 
     return segment
 
 
-def _click_loop(segment: _Segmenter, gt: np.ndarray, first: Click, counts: tuple[int, ...],
-                spacing: tuple[float, ...], tol_mm: float, key: tuple[str, str, str], seed: int,
-                out: _Collector) -> None:
-    """Click up to ``max(counts)`` times, each next click simulated on the method's own mask."""
+def _click_loop(segment: _Segmenter, gt: np.ndarray, first: Click | None, counts: tuple[int, ...],
+                measure: tuple[tuple[float, ...], float, Callable[..., Click | None]], key: tuple[str, str, str],
+                seed: int, out: _Collector) -> None:
+    """Click up to ``max(counts)`` times, each next click simulated on the method's own mask
+    (``measure``: spacing, NSD tolerance, click rule)."""
+    spacing, tol_mm, simulate = measure
     click: Click | None = first
     mask = np.zeros_like(gt)
     given: list[Click] = []
@@ -410,7 +444,7 @@ def _click_loop(segment: _Segmenter, gt: np.ndarray, first: Click, counts: tuple
             out.records.append(ClickRecord(*key, n, dice(mask, gt), normalized_surface_dice(mask, gt, spacing, tol_mm),
                                            seconds, float(sum(times)), click, seed))
         if click is not None and n < counts[-1]:
-            click = next_click(mask, gt, spacing)
+            click = simulate(mask, gt, spacing)
             if click is None:
                 logger.info("%s/%s %s: perfect after %d clicks", *key, n)
     out.traces.append(ClickTrace(*key, tuple(given), tuple(times), seed))

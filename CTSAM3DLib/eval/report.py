@@ -9,13 +9,21 @@ structure appears in every case). Standard deviations are population standard de
 Files written into the output folder (:data:`REPORT_FILES`):
 
 * ``per_click.csv``: one row per case, structure, method, seed and click count;
-* ``summary.json``: ``{"clicks": [...], "nsd_tolerance_mm": t, "seeds": [...], "methods": {name:
-  {"mean_dsc": {"1": ...}, "mean_nsd": {"1": ...}, "mean_dsc_by_seed": {"0": {"1": ...}},
-  "n_structures": n}}}`` with click counts and seeds as string keys;
-* ``summary.md``: mean ± std per click count and method, the mean per seed (several seeds),
-  time per click, and per structure;
+* ``summary.json``: ``{"clicks": [...], "nsd_tolerance_mm": t, "click_rule": r, "seeds": [...],
+  "methods": {name: {"mean_dsc": {"1": ...}, "mean_nsd": {"1": ...}, "auc_dsc": a, "auc_nsd": a,
+  "final_dsc": d, "final_nsd": d, "mean_dsc_by_seed": {"0": {"1": ...}}, "n_structures": n}},
+  "groups": {group: {"cases": [...], "methods": {name: {the same keys but by seed}}}}}`` with click
+  counts and seeds as string keys;
+* ``summary.md``: mean ± std per click count and method with the AUC and final values, the mean
+  per subject group, the mean per seed (several seeds), time per click, and per structure;
 * ``dsc_vs_clicks.png``: mean DSC against the number of clicks, one line per method
   (the paper's Fig. 4).
+
+Groups: each case's subject group (`io.datasets.Subject.group`) gets the same organ-wise mean
+over its own cases, so a validation split of head-and-neck patients and a few chest CTs shows
+both. AUC: the area under the mean DSC (NSD) curve over the measured click counts, trapezoids
+divided by the span of the counts (so it lies in [0, 1] and equals the value itself for a
+single count); final: the mean at the largest count.
 """
 
 from __future__ import annotations
@@ -84,20 +92,52 @@ def write_report(result: EvalResult, out_dir: str | Path, overwrite: bool = Fals
 
 
 def summarize(result: EvalResult) -> dict[str, Any]:
-    """The ``summary.json`` dict: mean DSC / NSD per method and click count, and mean DSC per seed (string
-    keys; null if none)."""
+    """The ``summary.json`` dict (module docstring): per method, and per subject group, the mean DSC / NSD
+    per click count, their AUC and final values, and the mean DSC per seed (string keys; null if none)."""
+    groups: dict[str, Any] = {}
+    for group, cases in _cases_by_group(result).items():
+        part = dataclasses.replace(result, records=tuple(r for r in result.records if r.case_id in cases))
+        groups[group] = {"cases": sorted(cases), "methods": _method_entries(part)}
+    return {"clicks": list(result.clicks), "nsd_tolerance_mm": float(result.nsd_tolerance_mm),
+            "click_rule": result.click_rule, "seeds": list(result.seeds), "methods": _method_entries(result),
+            "groups": groups}
+
+
+def _method_entries(result: EvalResult) -> dict[str, Any]:
+    """Per method: mean DSC / NSD per click count, AUC, final value, mean DSC per seed, structure count."""
     values = {metric: _structure_means(result, metric) for metric in _METRICS}
     by_seed = _dsc_by_seed(result)
     methods: dict[str, Any] = {}
     for method in result.methods:
         entry: dict[str, Any] = {}
         for metric in _METRICS:
-            entry[f"mean_{metric}"] = _means(values[metric], method, result.clicks)
+            means = _means(values[metric], method, result.clicks)
+            entry[f"mean_{metric}"] = means
+            entry[f"auc_{metric}"] = curve_auc(means, result.clicks)
+            entry[f"final_{metric}"] = means[str(result.clicks[-1])]
         entry["mean_dsc_by_seed"] = {str(seed): _means(v, method, result.clicks) for seed, v in by_seed.items()}
         entry["n_structures"] = len(_structures(result, method))
         methods[method] = entry
-    return {"clicks": list(result.clicks), "nsd_tolerance_mm": float(result.nsd_tolerance_mm),
-            "seeds": list(result.seeds), "methods": methods}
+    return methods
+
+
+def curve_auc(means: dict[str, float | None], clicks: tuple[int, ...]) -> float | None:
+    """Area under a mean-vs-clicks curve over the measured counts, divided by their span (module docstring)."""
+    ys = [means[str(n)] for n in clicks]
+    if any(y is None for y in ys):
+        return None
+    if len(clicks) == 1:
+        return ys[0]
+    area = sum((a + b) / 2 * (n1 - n0) for a, b, n0, n1 in zip(ys, ys[1:], clicks, clicks[1:]))
+    return float(area / (clicks[-1] - clicks[0]))
+
+
+def _cases_by_group(result: EvalResult) -> dict[str, set[str]]:
+    """Subject group -> the evaluated case ids in it (a case without a group is its own group)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for case in {r.case_id for r in result.records}:
+        out[result.groups.get(case, case)].add(case)
+    return dict(sorted(out.items()))
 
 
 def _means(values: dict[tuple[str, str, int], float], method: str, clicks: tuple[int, ...]) -> dict[str, float | None]:
@@ -137,10 +177,16 @@ def summary_markdown(result: EvalResult) -> str:
              f"{result.nsd_tolerance_mm:g} mm, seed{'s' * (len(result.seeds) > 1)} "
              f"{', '.join(map(str, result.seeds))}. Mean ± std over structures (each structure averaged over its "
              f"cases{' and seeds' * (len(result.seeds) > 1)} first).", "", "## Mean over structures", "", head, rule]
+    entries = _method_entries(result)
     for method in result.methods:
         for label, values in (("DSC", dsc), ("NSD", nsd)):
             cells = [_pm(*_stats(values, method, n)) for n in result.clicks]
             lines.append(f"| {method} | {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"Click rule: {result.click_rule}. Area under the curve over clicks {result.clicks[0]}-"
+              f"{result.clicks[-1]} (normalised to [0, 1]) and value at {result.clicks[-1]} click(s):", ""]
+    lines += [f"- {m}: AUC DSC {_num(e['auc_dsc'])}, NSD {_num(e['auc_nsd'])}; final DSC {_num(e['final_dsc'])}, "
+              f"NSD {_num(e['final_nsd'])}" for m, e in entries.items()]
+    lines += ["", "## Mean DSC per subject group", "", _group_table(result)]
     if len(result.seeds) > 1:
         lines += ["", "## Mean DSC per seed", "", _seed_table(result)]
     lines += ["", "## Time per click", "", _timing_table(result)]
@@ -240,6 +286,22 @@ def _structure_table(result: EvalResult, metric: str) -> str:
             text = " | ".join(_pm(float(np.mean(c)), float(np.std(c))) for c in cells)
             lines.append(f"| {structure} | {method} | {len(cells[0])} | {text} |")
     return "\n".join(lines)
+
+
+def _group_table(result: EvalResult) -> str:
+    """Rows group x method: cases, mean DSC per click count (organ-wise over the group's cases), AUC."""
+    lines = ["| group | cases | method | " + " | ".join(str(n) for n in result.clicks) + " | AUC |",
+             "|---|---:|---|" + "---:|" * (len(result.clicks) + 1)]
+    for group, entry in summarize(result)["groups"].items():
+        for method, values in entry["methods"].items():
+            cells = [_num(values["mean_dsc"][str(n)]) for n in result.clicks]
+            lines.append(f"| {group} | {len(entry['cases'])} | {method} | " + " | ".join(cells)
+                         + f" | {_num(values['auc_dsc'])} |")
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _pm(mean: float, std: float) -> str:

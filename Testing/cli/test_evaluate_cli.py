@@ -83,6 +83,29 @@ def test_end_to_end_writes_the_report(dataset, checkpoint, tmp_path, capsys):
     assert "evaluate" in captured.err  # the tqdm progress bar goes to stderr
 
 
+def test_cvpr25_rule_groups_and_auc_in_the_report(dataset, checkpoint, tmp_path, capsys):
+    out = tmp_path / "cvpr"
+    rc = _run(["--data", str(dataset), "--output", str(out), "--checkpoint", str(checkpoint), "--clicks", "1,3",
+               "--max-patches", "2", "--click-rule", "cvpr25"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["click_rule"] == "cvpr25" and summary["nsd_tolerance_mm"] == 2.0
+    entry = summary["methods"]["ctsam3d"]
+    assert entry["final_dsc"] == entry["mean_dsc"]["3"] and 0.0 <= entry["auc_dsc"] <= 1.0
+    assert summary["groups"]["s"]["cases"] == ["s0001"]  # the id's leading letters
+    assert "AUC" in capsys.readouterr().out and "Mean DSC per subject group" in (out / "summary.md").read_text()
+
+
+def test_growcut_baseline_alone(dataset, checkpoint, tmp_path):
+    pytest.importorskip("slicer_core", reason="slicer-core (growcut extra) is not installed")
+    out = tmp_path / "gc_only"
+    rc = _run(["--data", str(dataset / "s0001"), "--output", str(out), "--checkpoint", str(checkpoint),
+               "--clicks", "1,2", "--baseline", "growcut", "--baseline-only", "--max-structures", "1"])
+    assert rc == 0
+    assert list(json.loads((out / "summary.json").read_text())["methods"]) == ["growcut"]
+    assert {r["method"] for r in _read_csv(out / "per_click.csv")} == {"growcut"}
+
+
 def test_growcut_column_only_with_baseline(dataset, checkpoint, tmp_path):
     pytest.importorskip("slicer_core", reason="slicer-core (growcut extra) is not installed")
     out = tmp_path / "gc"
@@ -144,6 +167,8 @@ def test_existing_results_need_overwrite(dataset, checkpoint, tmp_path, capsys):
     (["--seed", "0,x"], "--seed"),
     (["--seed", "1,1"], "must not repeat"),
     (["--seed", "0,1", "--first-click", "deepest"], "random first clicks"),
+    (["--seed", "0,1", "--click-rule", "cvpr25"], "cvpr25"),
+    (["--baseline-only"], "--baseline-only needs --baseline"),
 ])
 def test_user_errors_exit_2_with_one_paragraph(dataset, checkpoint, tmp_path, capsys, extra, message):
     rc = _run(["--data", str(dataset), "--output", str(tmp_path / "o"), "--checkpoint", str(checkpoint), *extra])

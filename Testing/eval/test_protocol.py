@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -23,7 +25,7 @@ from CTSAM3DLib.eval.protocol import (
 from CTSAM3DLib.io.datasets import scan_datasets
 from CTSAM3DLib.io.readers import sitk_to_volume
 from CTSAM3DLib.prompts.click import Click
-from CTSAM3DLib.prompts.simulate import first_click, next_click
+from CTSAM3DLib.prompts.simulate import first_click, largest_component_click, next_click
 
 # CPP off: the protocol is what is tested here, and single-patch clicks keep the tests fast.
 _NO_CPP = SessionConfig(use_cpp=False)
@@ -151,7 +153,8 @@ def test_perfect_mask_stops_clicking():
         return gt.copy(), 0.5
 
     out = _Collector()
-    _click_loop(perfect, gt, Click((2.0, 2.0, 2.0), True), (1, 3), (1.0, 1.0, 1.0), 1.0, ("c", "s", "m"), 0, out)
+    _click_loop(perfect, gt, Click((2.0, 2.0, 2.0), True), (1, 3), ((1.0, 1.0, 1.0), 1.0, next_click), ("c", "s", "m"),
+                0, out)
     assert len(calls) == 1
     assert [(r.n_clicks, r.dsc, r.seconds, r.cumulative_seconds, r.click) for r in out.records] == [
         (1, 1.0, 0.5, 0.5, calls[0]), (3, 1.0, 0.0, 0.5, None)]
@@ -220,3 +223,22 @@ def test_bad_seeds_are_refused(random_predictor, case, seed, message):
 def test_several_seeds_need_random_first_clicks(random_predictor, case):
     with pytest.raises(ValueError, match="random first clicks"):
         evaluate(random_predictor, [case], (1,), session_config=_NO_CPP, seed=(0, 1), first_click_mode="deepest")
+
+
+def test_cvpr25_rule_clicks_the_largest_error_component_and_measures_nsd_at_2mm(random_predictor, case):
+    result = evaluate(random_predictor, [case], (1, 2), session_config=_NO_CPP, structures=["box"], click_rule="cvpr25")
+    assert result.click_rule == "cvpr25" and result.nsd_tolerance_mm == 2.0
+    first = next(t for t in result.traces).clicks[0]
+    image = case.image() if callable(case.image) else case.image
+    gt = np.asarray(case.masks["box"]() if callable(case.masks["box"]) else case.masks["box"]) != 0
+    assert first == largest_component_click(np.zeros_like(gt), gt, image.GetSpacing())
+    with pytest.raises(ValueError, match="cvpr25"):
+        evaluate(random_predictor, [case], (1,), click_rule="cvpr25", seed=(0, 1))
+    with pytest.raises(ValueError, match="click_rule"):
+        evaluate(random_predictor, [case], (1,), click_rule="nearest")
+
+
+def test_cases_keep_their_subject_group(random_predictor, case):
+    grouped = dataclasses.replace(case, group="hn")
+    result = evaluate(random_predictor, [grouped], (1,), session_config=_NO_CPP, structures=["box"])
+    assert result.groups == {grouped.case_id: "hn"}

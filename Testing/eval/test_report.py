@@ -8,7 +8,7 @@ import json
 import pytest
 
 from CTSAM3DLib.eval.protocol import ClickRecord, ClickTrace, EvalResult
-from CTSAM3DLib.eval.report import CSV_COLUMNS, REPORT_FILES, check_output_dir, summarize, write_report
+from CTSAM3DLib.eval.report import CSV_COLUMNS, REPORT_FILES, check_output_dir, curve_auc, summarize, write_report
 from CTSAM3DLib.prompts.click import Click
 
 
@@ -27,23 +27,40 @@ def _result(methods=("ctsam3d",)) -> EvalResult:
             records.append(ClickRecord(case, structure, method, n, d + shift, s + shift, 0.25, 0.25 * n, click))
         for case, structure in {(c, s) for c, s, _ in values}:
             traces.append(ClickTrace(case, structure, method, (Click((1.0, 2.0, 3.0), True),) * 3, (0.5, 0.25, 0.25)))
-    return EvalResult((1, 3), 1.0, tuple(methods), (0,), tuple(records), tuple(traces), ("b: no structure 'spleen'",))
+    return EvalResult((1, 3), 1.0, tuple(methods), (0,), tuple(records), tuple(traces), ("b: no structure 'spleen'",),
+                      {"a": "hn", "b": "chest"})
 
 
 def test_summary_has_exactly_the_documented_shape():
     summary = summarize(_result())
-    assert list(summary) == ["clicks", "nsd_tolerance_mm", "seeds", "methods"]
+    assert list(summary) == ["clicks", "nsd_tolerance_mm", "click_rule", "seeds", "methods", "groups"]
     assert summary["clicks"] == [1, 3] and summary["nsd_tolerance_mm"] == 1.0 and summary["seeds"] == [0]
+    assert summary["click_rule"] == "paper"
     assert list(summary["methods"]) == ["ctsam3d"]
     entry = summary["methods"]["ctsam3d"]
-    assert list(entry) == ["mean_dsc", "mean_nsd", "mean_dsc_by_seed", "n_structures"]
+    assert list(entry) == ["mean_dsc", "auc_dsc", "final_dsc", "mean_nsd", "auc_nsd", "final_nsd", "mean_dsc_by_seed",
+                           "n_structures"]
     assert entry["mean_dsc_by_seed"] == {"0": entry["mean_dsc"]}
     assert list(entry["mean_dsc"]) == ["1", "3"] and list(entry["mean_nsd"]) == ["1", "3"]
     assert entry["n_structures"] == 2
     # organ-wise: liver = mean over its two cases, then the mean over structures
     assert entry["mean_dsc"]["1"] == pytest.approx((0.5 + 0.9) / 2)
     assert entry["mean_nsd"]["3"] == pytest.approx((0.6 + 1.0) / 2)
+    # AUC over clicks 1-3 divided by their span: the mean of the two ends for a straight line
+    assert entry["auc_dsc"] == pytest.approx((entry["mean_dsc"]["1"] + entry["mean_dsc"]["3"]) / 2)
+    assert entry["final_dsc"] == entry["mean_dsc"]["3"] and entry["final_nsd"] == entry["mean_nsd"]["3"]
+    # groups: the same organ-wise mean over each group's own cases
+    assert summary["groups"]["chest"]["cases"] == ["b"] and summary["groups"]["hn"]["cases"] == ["a"]
+    assert summary["groups"]["chest"]["methods"]["ctsam3d"]["mean_dsc"] == {"1": pytest.approx(0.4),
+                                                                             "3": pytest.approx(0.6)}
+    assert summary["groups"]["hn"]["methods"]["ctsam3d"]["mean_dsc"]["1"] == pytest.approx((0.6 + 0.9) / 2)
     json.dumps(summary)
+
+
+def test_curve_auc_of_uneven_click_steps():
+    assert curve_auc({"1": 0.2, "3": 0.6, "9": 0.6}, (1, 3, 9)) == pytest.approx((0.8 + 3.6) / 8)
+    assert curve_auc({"5": 0.7}, (5,)) == 0.7
+    assert curve_auc({"1": None, "3": 0.5}, (1, 3)) is None
 
 
 def test_growcut_key_only_when_run():

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from CTSAM3DLib.prompts.click import Click
-from CTSAM3DLib.prompts.simulate import deepest_click, first_click, next_click
+from CTSAM3DLib.prompts.simulate import deepest_click, first_click, largest_component_click, next_click
 
 
 def _box_mask(shape_zyx, start_zyx, size_zyx) -> np.ndarray:
@@ -139,3 +139,27 @@ def test_deepest_click_treats_the_scan_edge_as_boundary():
     assert click.point_xyz[2] < 17  # not on the last slices, where a plain distance map puts it
     with pytest.raises(ValueError, match="non-empty"):
         deepest_click(np.zeros((5, 5, 5), dtype=bool))
+
+
+def test_largest_component_click_prefers_the_biggest_error_over_the_deepest():
+    gt = np.zeros((20, 40, 40), dtype=bool)
+    gt[5:15, 5:15, 5:15] = True  # a cube: deep but 1,000 voxels
+    gt[2:4, 20:38, 2:38] = True  # a thin slab: shallow but 1,296 voxels
+    click = largest_component_click(np.zeros_like(gt), gt, (1.0, 1.0, 1.0))
+    assert click.is_positive and 2 <= click.point_xyz[2] <= 3 and click.point_xyz[1] >= 20
+    assert next_click(np.zeros_like(gt), gt, (1.0, 1.0, 1.0)).point_xyz[2] >= 5  # the paper's rule: the cube
+    pred = gt.copy()
+    pred[10:14, 25:39, 25:39] = True  # a false positive (784 voxels) larger than anything missed
+    pred[2:4, 20:38, 2:10] = False  # 288 false-negative voxels
+    click = largest_component_click(pred, gt, (1.0, 1.0, 1.0))
+    assert not click.is_positive and gt[tuple(int(v) for v in click.point_xyz[::-1])] == 0
+    assert largest_component_click(gt, gt, (1.0, 1.0, 1.0)) is None
+
+
+def test_largest_component_click_joins_diagonal_neighbours():
+    gt = np.zeros((10, 10, 10), dtype=bool)
+    for i in range(9):
+        gt[i + 1, i + 1, i + 1] = True  # a 26-connected diagonal line of 9 voxels (9 components if 6-connected)
+    gt[1:3, 6:8, 1:3] = True  # a 2x2x2 blob of 8 voxels
+    click = largest_component_click(np.zeros_like(gt), gt, (1.0, 1.0, 1.0))
+    assert click is not None and click.point_xyz[0] == click.point_xyz[1] == click.point_xyz[2]  # on the diagonal
