@@ -11,8 +11,8 @@ tab's upload budget. Every request must name this server by an IP address, ``loc
 
 New tabs are refused while ``max_sessions`` are open or the sessions' memory plus one more would pass the
 memory budget; a started tab that no page opens within ``UNCLAIMED_TIMEOUT_S``, or without any request or
-websocket message for ``idle_timeout_s``, is closed (its worker ends, its folder is deleted). No
-authentication: bind to loopback or put it behind a reverse proxy that authenticates.
+websocket message for ``idle_timeout_s``, is closed (its worker ends, its folder is deleted). No other site may
+frame these pages. No authentication: bind to loopback or put it behind a reverse proxy that authenticates.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ SECRET_ENV = "CTSAM3D_WORKER_SECRET"
 # A tab's uploads: <tab folder>/uploads/<batch>/<file>; a batch is one choice of files in the page.
 UPLOADS = "uploads"
 _BATCH = re.compile(r"^[0-9a-f]{16}$")
+# Headers on every answer: no framing by other sites (an iframe of "/" would start sessions), and no Referer
+# carrying a session's token to other sites.
+_SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+                     "Referrer-Policy": "same-origin"}
 # Request headers not forwarded to a worker (hop-by-hop, set by the proxy itself, or the worker's secret).
 _HOP_HEADERS = frozenset({"host", "connection", "keep-alive", "upgrade", "transfer-encoding", "te", "trailer",
                           "proxy-authorization", "proxy-authenticate", "content-length", SECRET_HEADER.lower()})
@@ -120,6 +124,7 @@ class Gateway:
         self.app.router.add_post("/new", self.new_tab)
         self.app.router.add_post("/s/{token}/upload", self.upload, expect_handler=self._expect_upload)
         self.app.router.add_route("*", "/s/{token}/{tail:.*}", self.proxy)
+        self.app.on_response_prepare.append(_add_security_headers)
         self.app.on_startup.append(self._on_startup)
         self.app.on_cleanup.append(self._on_cleanup)
 
@@ -430,6 +435,10 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1:host.find("]")] if "]" in host else host
     return (host.rsplit(":", 1)[0] if host.count(":") == 1 else host).rstrip(".")
+
+
+async def _add_security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(_SECURITY_HEADERS)
 
 
 async def _forward(message: object, target: object) -> None:

@@ -92,7 +92,9 @@ def test_idle_tab_is_closed_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_health_checks_and_crawlers_start_nothing() -> None:
     async def check(client: Any, gateway: Any) -> None:
-        assert (await client.head("/")).status == 200
+        head = await client.head("/")
+        assert head.status == 200 and head.headers["X-Frame-Options"] == "DENY"  # an iframe of "/" starts nothing
+        assert head.headers["Referrer-Policy"] == "same-origin"
         for _ in range(10):
             page = await client.get("/")
             assert page.status == 200 and "action='new'" in await page.text()
