@@ -47,7 +47,7 @@ class CppCase:
 
 def repo_data_dir() -> Path:
     """``../shared/data`` beside the source checkout (the project's shared CT folder)."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"  # CTSAM3DLib/benchmarks/organ.py
 
 
 def default_cpp_case() -> Path:

@@ -156,3 +156,8 @@ def test_default_and_correction_clicks_on_the_organ_case(small_case: tuple[Path,
     # the random network does not segment the sphere perfectly: the simulator corrects it, once per run
     assert len(samples["correction_click"]) == 2 and warm["correction_click"] is not None
     assert entry["correction_click_patches"] >= 1 and set(entry["correction_click"]) == {"point_ijk", "positive"}
+
+
+def test_default_image_is_the_shared_thorax_ct(shared_data: Path) -> None:
+    assert benchmark.default_image_path() == shared_data / "unlabeled" / "thorax_ct.nii.gz"
+    assert benchmark.default_image_path().is_file()
