@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -46,4 +47,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo wall time: {time.perf_counter() - t0:.1f} s for {len(DEMO_STRUCTURES)} structures x {args.clicks} "
           f"clicks on {predictor.device} with {torch.get_num_threads()} threads (target on 2 CPU cores: "
           f"{TARGET_WALL_S:.0f} s)")
+    hint = busy_cpu_hint(predictor.device.type, torch.get_num_threads())
+    if hint:
+        print(hint)
     return 0
+
+
+def busy_cpu_hint(device_type: str, threads: int) -> str | None:
+    """Advice when other work shared the CPU during the run (1-minute load average above the cores plus one).
+
+    PyTorch's OpenMP threads meet at a barrier after every operation; when another process holds a core,
+    each barrier waits for it: the same decoder batch took 0.2 s on a quiet 2-core VM and 1.5-3 s beside
+    other jobs, against 0.35-0.8 s on one thread (docs/engine.md).
+    """
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = os.cpu_count() or 1
+    if device_type != "cpu" or threads < 2 or load <= cores + 1:
+        return None
+    return (f"note: other work shared the CPU (load average {load:.1f} on {cores} cores); PyTorch's {threads} threads "
+            "then wait on each other at every step: on a busy machine, OMP_NUM_THREADS=1 ctsam3d demo is several "
+            "times faster")

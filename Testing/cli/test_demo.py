@@ -52,3 +52,14 @@ def test_demo_runs_and_segments_the_liver(tmp_path: Path, capsys: pytest.Capture
     assert dice(mask > 0, truth > 0) >= LIVER_DSC_FLOOR
     assert main(["demo", "--output", str(out), "--clicks", "1"]) == 2  # never overwrites silently
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "liver.nii.gz"))), mask)
+
+
+def test_busy_cpu_hint_only_when_other_work_shares_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from CTSAM3DLib.cli import demo
+
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (2.9, 1.0, 1.0))
+    assert demo.busy_cpu_hint("cpu", 2) is None  # the demo's own two threads and a little more
+    monkeypatch.setattr(demo.os, "getloadavg", lambda: (4.5, 1.0, 1.0))
+    assert "OMP_NUM_THREADS=1 ctsam3d demo" in demo.busy_cpu_hint("cpu", 2)
+    assert demo.busy_cpu_hint("cpu", 1) is None and demo.busy_cpu_hint("cuda", 2) is None
