@@ -562,3 +562,16 @@ def test_batches_are_as_even_as_possible() -> None:
     for n in range(1, 40):
         sizes = [sl.stop - sl.start for sl in batches(n, 8)]
         assert sum(sizes) == n and max(sizes) <= 8 and max(sizes) - min(sizes) <= 1 and len(sizes) == -(-n // 8)
+
+
+def test_mask_depth_equals_the_full_patch_distance_transform() -> None:
+    rng = np.random.default_rng(3)
+    zz, yy, xx = np.meshgrid(*[np.arange(PATCH_SIZE)] * 3, indexing="ij")
+    masks = [np.zeros((PATCH_SIZE,) * 3, bool), np.ones((PATCH_SIZE,) * 3, bool)]
+    for _ in range(12):  # balls and slabs anywhere, cut by the patch border or not, and noise
+        c, r = rng.integers(-10, PATCH_SIZE + 10, 3), rng.integers(1, 40)
+        masks.append((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < r ** 2)
+        masks.append(masks[-1] | (rng.random(masks[-1].shape) < 0.01))
+    masks.append(np.pad(np.ones((PATCH_SIZE,) * 3, bool)[1:], ((0, 1), (0, 0), (0, 0))))
+    for mask in masks:
+        assert np.array_equal(planning.mask_depth(mask), interior_depth(mask))
