@@ -196,6 +196,7 @@ def _print_summary(result: EvalResult, variant: str, paths: list[Path]) -> None:
         seconds = [s for t in result.traces if t.method == method for s in t.seconds]
         print(f"  {method}: mean DSC by clicks {{{_by_clicks(entry['mean_dsc'])}}}, AUC {_num(entry['auc_dsc'])}; "
               f"NSD AUC {_num(entry['auc_nsd'])}; {sum(seconds) / max(len(seconds), 1):.2f} s/click")
+        print(f"    mean over subjects: {_by_clicks(entry['subject_mean_dsc'])}")
         if len(result.seeds) > 1:
             for seed, means in entry["mean_dsc_by_seed"].items():
                 print(f"    seed {seed}: {_by_clicks(means)}")
@@ -203,7 +204,7 @@ def _print_summary(result: EvalResult, variant: str, paths: list[Path]) -> None:
             for group, part in summary["groups"].items():
                 means = part["methods"][method]
                 print(f"    group {group} ({len(part['cases'])} cases): {_by_clicks(means['mean_dsc'])}, "
-                      f"AUC {_num(means['auc_dsc'])}")
+                      f"AUC {_num(means['auc_dsc'])}; over subjects {_by_clicks(means['subject_mean_dsc'])}")
     if result.skipped:
         print(f"  skipped {len(result.skipped)} structure(s); see summary.md")
     print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -11,13 +11,18 @@ Files written into the output folder (:data:`REPORT_FILES`):
 * ``per_click.csv``: one row per case, structure, method, seed and click count;
 * ``summary.json``: ``{"clicks": [...], "nsd_tolerance_mm": t, "click_rule": r, "seeds": [...],
   "methods": {name: {"mean_dsc": {"1": ...}, "mean_nsd": {"1": ...}, "auc_dsc": a, "auc_nsd": a,
-  "final_dsc": d, "final_nsd": d, "mean_dsc_by_seed": {"0": {"1": ...}}, "n_structures": n}},
+  "final_dsc": d, "final_nsd": d, "subject_mean_dsc": {"1": ...}, "mean_dsc_by_seed": {"0": {"1": ...}},
+  "n_structures": n}},
   "groups": {group: {"cases": [...], "methods": {name: {the same keys but by seed}}}}}`` with click
   counts and seeds as string keys;
 * ``summary.md``: mean ± std per click count and method with the AUC and final values, the mean
   per subject group, the mean per seed (several seeds), time per click, and per structure;
 * ``dsc_vs_clicks.png``: mean DSC against the number of clicks, one line per method
   (the paper's Fig. 4).
+
+Subject mean: each case's mean over its structures (and seeds), then the mean over cases: every
+patient counts once, where the organ-wise mean lets a structure found in one case weigh as much
+as one found in twenty.
 
 Groups: each case's subject group (`io.datasets.Subject.group`) gets the same organ-wise mean
 over its own cases, so a validation split of head-and-neck patients and a few chest CTs shows
@@ -115,10 +120,24 @@ def _method_entries(result: EvalResult) -> dict[str, Any]:
             entry[f"mean_{metric}"] = means
             entry[f"auc_{metric}"] = curve_auc(means, result.clicks)
             entry[f"final_{metric}"] = means[str(result.clicks[-1])]
+        entry["subject_mean_dsc"] = _subject_means(result, method)
         entry["mean_dsc_by_seed"] = {str(seed): _means(v, method, result.clicks) for seed, v in by_seed.items()}
         entry["n_structures"] = len(_structures(result, method))
         methods[method] = entry
     return methods
+
+
+def _subject_means(result: EvalResult, method: str) -> dict[str, float | None]:
+    """Mean DSC over cases of each case's mean over its structures and seeds, per click count."""
+    per_case: _Values = defaultdict(list)
+    for r in result.records:
+        if r.method == method:
+            per_case[(r.case_id, "", r.n_clicks)].append(r.dsc)
+    out: dict[str, float | None] = {}
+    for n in result.clicks:
+        vals = [float(np.mean(v)) for (_, _, k), v in per_case.items() if k == n]
+        out[str(n)] = float(np.mean(vals)) if vals else None
+    return out
 
 
 def curve_auc(means: dict[str, float | None], clicks: tuple[int, ...]) -> float | None:
@@ -185,7 +204,8 @@ def summary_markdown(result: EvalResult) -> str:
     lines += ["", f"Click rule: {result.click_rule}. Area under the curve over clicks {result.clicks[0]}-"
               f"{result.clicks[-1]} (normalised to [0, 1]) and value at {result.clicks[-1]} click(s):", ""]
     lines += [f"- {m}: AUC DSC {_num(e['auc_dsc'])}, NSD {_num(e['auc_nsd'])}; final DSC {_num(e['final_dsc'])}, "
-              f"NSD {_num(e['final_nsd'])}" for m, e in entries.items()]
+              f"NSD {_num(e['final_nsd'])}; mean over subjects DSC "
+              + ", ".join(f"@{n} {_num(v)}" for n, v in e["subject_mean_dsc"].items()) for m, e in entries.items()]
     lines += ["", "## Mean DSC per subject group", "", _group_table(result)]
     if len(result.seeds) > 1:
         lines += ["", "## Mean DSC per seed", "", _seed_table(result)]
@@ -290,13 +310,14 @@ def _structure_table(result: EvalResult, metric: str) -> str:
 
 def _group_table(result: EvalResult) -> str:
     """Rows group x method: cases, mean DSC per click count (organ-wise over the group's cases), AUC."""
-    lines = ["| group | cases | method | " + " | ".join(str(n) for n in result.clicks) + " | AUC |",
-             "|---|---:|---|" + "---:|" * (len(result.clicks) + 1)]
+    lines = ["| group | cases | method | " + " | ".join(str(n) for n in result.clicks) + " | AUC | mean over subjects |",
+             "|---|---:|---|" + "---:|" * (len(result.clicks) + 1) + "---|"]
     for group, entry in summarize(result)["groups"].items():
         for method, values in entry["methods"].items():
             cells = [_num(values["mean_dsc"][str(n)]) for n in result.clicks]
+            subjects = " / ".join(_num(v) for v in values["subject_mean_dsc"].values())
             lines.append(f"| {group} | {len(entry['cases'])} | {method} | " + " | ".join(cells)
-                         + f" | {_num(values['auc_dsc'])} |")
+                         + f" | {_num(values['auc_dsc'])} | {subjects} |")
     return "\n".join(lines)
 
 

@@ -38,8 +38,8 @@ def test_summary_has_exactly_the_documented_shape():
     assert summary["click_rule"] == "paper"
     assert list(summary["methods"]) == ["ctsam3d"]
     entry = summary["methods"]["ctsam3d"]
-    assert list(entry) == ["mean_dsc", "auc_dsc", "final_dsc", "mean_nsd", "auc_nsd", "final_nsd", "mean_dsc_by_seed",
-                           "n_structures"]
+    assert list(entry) == ["mean_dsc", "auc_dsc", "final_dsc", "mean_nsd", "auc_nsd", "final_nsd", "subject_mean_dsc",
+                           "mean_dsc_by_seed", "n_structures"]
     assert entry["mean_dsc_by_seed"] == {"0": entry["mean_dsc"]}
     assert list(entry["mean_dsc"]) == ["1", "3"] and list(entry["mean_nsd"]) == ["1", "3"]
     assert entry["n_structures"] == 2
@@ -49,6 +49,8 @@ def test_summary_has_exactly_the_documented_shape():
     # AUC over clicks 1-3 divided by their span: the mean of the two ends for a straight line
     assert entry["auc_dsc"] == pytest.approx((entry["mean_dsc"]["1"] + entry["mean_dsc"]["3"]) / 2)
     assert entry["final_dsc"] == entry["mean_dsc"]["3"] and entry["final_nsd"] == entry["mean_nsd"]["3"]
+    # subjects: case a's mean (0.6 + 0.9) / 2 and case b's 0.4, then their mean; organ-wise gives (0.5 + 0.9) / 2
+    assert entry["subject_mean_dsc"]["1"] == pytest.approx(((0.6 + 0.9) / 2 + 0.4) / 2)
     # groups: the same organ-wise mean over each group's own cases
     assert summary["groups"]["chest"]["cases"] == ["b"] and summary["groups"]["hn"]["cases"] == ["a"]
     assert summary["groups"]["chest"]["methods"]["ctsam3d"]["mean_dsc"] == {"1": pytest.approx(0.4),
