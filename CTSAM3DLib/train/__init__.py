@@ -1,4 +1,4 @@
-"""train layer of CTSAM3DLib: configs, data cache and sampler, losses, the Algorithm 1 trainer, DDP."""
+"""train layer of CTSAM3DLib: configs, data cache and sampler, losses, one step of Algorithm 1 and its trainer, DDP."""
 
 from CTSAM3DLib.train.config import TrainConfig
 from CTSAM3DLib.train.trainer import train

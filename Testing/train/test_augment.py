@@ -82,7 +82,8 @@ def test_flips_and_axis_swaps_move_image_mask_click_and_offset_together() -> Non
 def test_sampler_flips_keep_u_v_overlap_consistent(synthetic_data, tmp_path) -> None:
     from CTSAM3DLib.io.datasets import scan_datasets
     from CTSAM3DLib.train import TrainConfig
-    from CTSAM3DLib.train.data import PairSampler, build_cache
+    from CTSAM3DLib.train.cache import build_cache
+    from CTSAM3DLib.train.data import PairSampler
 
     cached, _ = build_cache(scan_datasets([synthetic_data]).subjects, tmp_path / "cache")
     cfg = TrainConfig(batch_size=4, aug_prob=0.0, intensity_prob=0.0, flip_prob=0.5, swap_prob=0.5)

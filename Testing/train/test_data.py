@@ -1,4 +1,4 @@
-"""Tests of the model-space cache and the U/V pair sampler (CTSAM3DLib.train.data)."""
+"""Tests of the model-space cache (CTSAM3DLib.train.cache) and the U/V pair sampler (CTSAM3DLib.train.data)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from CTSAM3DLib.geometry.model_space import ModelGrid
 from CTSAM3DLib.geometry.resample import resample_to_grid
 from CTSAM3DLib.io.datasets import scan_datasets
 from CTSAM3DLib.train import augment
+from CTSAM3DLib.train.cache import build_cache, cache_folder
 from CTSAM3DLib.train.config import TrainConfig
-from CTSAM3DLib.train.data import PairSampler, build_cache, cache_folder
+from CTSAM3DLib.train.data import PairSampler
 
 
 def _cache(data: Path, cache: Path):

@@ -13,8 +13,9 @@ from CTSAM3DLib.io.datasets import scan_datasets
 from CTSAM3DLib.model.build import build_model
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.train import TrainConfig
-from CTSAM3DLib.train.data import PairSampler, build_cache
-from CTSAM3DLib.train.trainer import Algorithm1
+from CTSAM3DLib.train.cache import build_cache
+from CTSAM3DLib.train.data import PairSampler
+from CTSAM3DLib.train.algorithm import Algorithm1
 
 _WINDOW = (-1000.0, 1000.0)
 

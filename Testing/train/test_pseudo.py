@@ -10,7 +10,8 @@ from scipy import ndimage
 
 from CTSAM3DLib.io.datasets import scan_datasets
 from CTSAM3DLib.train import TrainConfig, pseudo
-from CTSAM3DLib.train.data import PairSampler, build_cache, pseudo_paths
+from CTSAM3DLib.train.cache import build_cache, pseudo_paths
+from CTSAM3DLib.train.data import PairSampler
 
 
 def _phantom(seed: int = 0) -> np.ndarray:

@@ -18,7 +18,8 @@ from CTSAM3DLib.cli import train as cli_train
 from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
 from CTSAM3DLib.prompts.simulate import next_click
 from CTSAM3DLib.train import TrainConfig, train
-from CTSAM3DLib.train.trainer import Algorithm1, corrective_clicks, load_train_state, lr_at, rng_state, set_rng_state
+from CTSAM3DLib.train.algorithm import Algorithm1, corrective_clicks
+from CTSAM3DLib.train.trainer import load_train_state, lr_at, rng_state, set_rng_state
 
 
 def _box(lo: tuple[int, int, int], hi: tuple[int, int, int], size: int = 64) -> np.ndarray:
