@@ -6,14 +6,14 @@ Without trame-slicer, Chromium or chromedriver these tests skip, except under ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,31 +47,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def running_serve(port: int, args: Sequence[str], log_path: Path, timeout_s: float,
+                  env: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``ctsam3d serve --port PORT ARGS``, its output in ``log_path``: the process once the port takes connections.
+
+    Fails with the log when the server ends or does not listen within ``timeout_s``; terminated (killed after
+    30 s) on exit.
+    """
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "CTSAM3DLib.cli.main", "serve", "--port", str(port), *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=None if env is None else dict(env))
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            else:
+                raise AssertionError(log_path.read_text(errors="replace"))
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 @pytest.fixture(scope="module")
-def serve_url(web_extra: None) -> Iterator[str]:
+def serve_url(web_extra: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``ctsam3d serve`` (bundled sample CT, CPU) on a free loopback port; its log is printed on failure."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="ctsam3d-serve-", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "CTSAM3DLib.cli.main", "serve", "--port", str(port),
-                                "--device", "cpu", "--idle-minutes", "10"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        assert process.poll() is None, Path(log.name).read_text(errors="replace")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    log = tmp_path_factory.mktemp("serve") / "ctsam3d-serve.log"
+    with running_serve(port, ["--device", "cpu", "--idle-minutes", "10"], log, timeout_s=30):
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture()

@@ -16,9 +16,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Awaitable, Iterator
@@ -29,7 +27,7 @@ import pytest
 
 from CTSAM3DLib import bundled
 
-from conftest import free_port
+from conftest import free_port, running_serve
 from wslink_client import TrameClient
 
 # Seconds the server and one tab's worker (model, sample CT) may take to start on a loaded CPU.
@@ -107,25 +105,14 @@ def server(web_extra: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     shutil.copy(sample, root / "outside" / "secret.nii.gz")
     (root / "data" / "link.nii.gz").symlink_to(root / "outside" / "secret.nii.gz")
     port = free_port()
-    log = open(root / "serve.log", "wb")  # noqa: SIM115 - closed after the server ends
-    process = subprocess.Popen(
-        [sys.executable, "-m", "CTSAM3DLib.cli.main", "serve", "--port", str(port), "--device", "cpu",
-         "--data-root", str(root / "data"), "--max-upload-gb", str(UPLOAD_GB), "--max-sessions", "3",
-         "--idle-minutes", "10"], stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "TMPDIR": str(root / "tmp"), "OMP_NUM_THREADS": "1"})
-    server = Server(f"http://127.0.0.1:{port}/", process, root)
-    try:
-        _wait_for_port(port, process, root / "serve.log")
+    args = ["--device", "cpu", "--data-root", str(root / "data"), "--max-upload-gb", str(UPLOAD_GB),
+            "--max-sessions", "3", "--idle-minutes", "10"]
+    env = {**os.environ, "TMPDIR": str(root / "tmp"), "OMP_NUM_THREADS": "1"}
+    with running_serve(port, args, root / "serve.log", START_TIMEOUT_S, env) as process:
+        server = Server(f"http://127.0.0.1:{port}/", process, root)
         for tab in ("A", "B"):
             server.tabs[tab] = _run(_location(server))
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
     assert not list((root / "tmp").iterdir()), [str(p) for p in (root / "tmp").rglob("*")]
 
 
@@ -140,17 +127,6 @@ async def _location(server: Server) -> str:
     state = (await _page(server, "new", ("state",)))[0]
     assert state["has_ct"] and not state["error"], state
     return server.tabs.pop("new")
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(log.read_text(errors="replace"))
 
 
 def _files(server: Server) -> set[Path]:
