@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "10b7eb1b8c80ef4d6cce50123981518d84a6dc19890ea84596fbe5bcbebd1f30"
+DEFAULT_WEIGHTS_SHA256 = "51c370e290094b6be89e6ee890580fae905623c1ef55748794d37fe868ad5e2b"
 
 
 def resources_dir() -> Path:
