@@ -72,8 +72,8 @@ class CTSAM3D(ScriptedLoadableModule):
             "updates the segment; a segment drawn or edited by hand is refined, never erased. T toggles include/exclude, "
             "Ctrl+Z / Ctrl+Y undo / redo, N starts the next segment, Shift+R resets it, H hides/shows it, Shift+Del "
             "deletes it. Clicks are stored with each segment and survive saving the scene. "
-            "The bundled weights are a small demo model trained on two patients: for real work import the authors' "
-            "checkpoint (params.pth) or one you trained (Settings > Import checkpoint). "
+            "The bundled weights are a small demo model, briefly trained on about 140 patients: for real work "
+            "import the authors' checkpoint (params.pth) or one you trained (Settings > Import checkpoint). "
             "See docs/slicer.md of the CTSAM3D repository."
         )
         self.parent.acknowledgementText = (
