@@ -8,10 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from CTSAM3DLib.benchmarks.latency import DEFAULT_MODELS, REFERENCE_VARIANT, run_benchmark
-from CTSAM3DLib.cli.segment import parse_window
+from CTSAM3DLib.cli.segment import parse_window, set_threads
 from CTSAM3DLib.io.atomic import atomic_write_text
 from CTSAM3DLib.model.build import VARIANTS
 
@@ -85,10 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``benchmark``; returns the exit code."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}.")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     models: list[str | Path] = [Path(c) for c in args.checkpoint or []] + list(args.variant or [])
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
 
 
+def set_threads(threads: int | None) -> None:
+    """Apply a ``--threads`` option: torch's CPU threads for this process (None: leave torch's default).
+
+    Raises:
+        ValueError: fewer than 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}.")
+    import torch  # here, so that --help stays fast
+
+    torch.set_num_threads(threads)
+
+
 def add_cpp_args(p: argparse.ArgumentParser) -> None:
     """CPP expansion options shared by ``segment`` and ``evaluate`` (read back with `cpp_settings`)."""
     p.add_argument("--no-cpp", action="store_true", help="do not expand clicks into neighbouring patches")

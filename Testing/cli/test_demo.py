@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from CTSAM3DLib import bundled, load_model
 from CTSAM3DLib.cli.main import main
@@ -39,7 +41,16 @@ def test_tampered_default_weights_are_refused(tmp_path: Path, monkeypatch: pytes
         load_model()
 
 
-def test_demo_runs_and_segments_the_liver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture()
+def restore_threads() -> Iterator[None]:
+    """The demo sets torch's process-wide thread count: put it back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_demo_runs_and_segments_the_liver(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          restore_threads: None) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--clicks", "1"]) == 0
     printed = capsys.readouterr().out
@@ -61,5 +72,14 @@ def test_busy_cpu_hint_only_when_other_work_shares_the_cpu(monkeypatch: pytest.M
     monkeypatch.setattr(demo.os, "getloadavg", lambda: (2.9, 1.0, 1.0))
     assert demo.busy_cpu_hint("cpu", 2) is None  # the demo's own two threads and a little more
     monkeypatch.setattr(demo.os, "getloadavg", lambda: (4.5, 1.0, 1.0))
-    assert "OMP_NUM_THREADS=1 ctsam3d demo" in demo.busy_cpu_hint("cpu", 2)
+    assert "ctsam3d demo --threads 1" in demo.busy_cpu_hint("cpu", 2)
     assert demo.busy_cpu_hint("cpu", 1) is None and demo.busy_cpu_hint("cuda", 2) is None
+
+
+def test_demo_runs_on_one_thread_on_two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from CTSAM3DLib.cli import demo
+
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    assert demo.default_threads() == 1
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 8)
+    assert demo.default_threads() is None
