@@ -16,14 +16,11 @@ from typing import Any, Literal
 import numpy as np
 
 from CTSAM3DLib.aliases import BBox3D
+from CTSAM3DLib.engine.progress import ClickCancelled  # the engine's own: Session.cancel raises it too
 
 JobKind = Literal["click", "undo", "redo", "reset", "restore"]
 
 _cancel_state = threading.local()  # .event: the running worker job's cancel flag
-
-
-class ClickCancelled(RuntimeError):
-    """The job was cancelled; the segment and the engine state are as before it."""
 
 
 @contextmanager

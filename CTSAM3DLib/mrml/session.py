@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from CTSAM3DLib.aliases import BBox3D
+from CTSAM3DLib.engine.progress import ProgressCallback
 from CTSAM3DLib.engine.session import Session, SessionConfig
 from CTSAM3DLib.mrml.editor import EditMask, SourceRepresentationError, editable, source_problem, use_labelmap_source
 from CTSAM3DLib.mrml.geometry import (
@@ -181,15 +182,17 @@ class SegmentationSession:
             self._pending.pop(job.segment_id, None)
 
     # ---- any thread: engine only --------------------------------------------------------
-    def run(self, job: Job) -> Outcome:
+    def run(self, job: Job, progress: ProgressCallback | None = None) -> Outcome:
         """Execute the job on the engine (no MRML): safe on a worker thread, one job at a time.
+
+        ``progress``: called with the click's `ClickProgress` (patch i of n, stage, CPP ring) as it runs.
 
         Raises ValueError (point outside the volume, first click negative), ClickCancelled or
         DeviceOutOfMemory; the engine is then as before the job.
         """
         try:
             self._load_volume()
-            return self._run(job)
+            return self._run(job, progress)
         except (ClickCancelled, ValueError):
             raise
         except Exception as exc:
@@ -212,7 +215,7 @@ class SegmentationSession:
                 self._engine.set_volume(volume_from_image(self._image, self._ijk_to_ras))
                 self._image = None
 
-    def _run(self, job: Job) -> Outcome:
+    def _run(self, job: Job, progress: ProgressCallback | None = None) -> Outcome:
         t0, eng, tid = time.perf_counter(), self._engine, job.segment_id
         boxes, patches, cpp = [self._replay(job)], 0, 0
         changed, seeded, before = True, False, None
@@ -224,7 +227,7 @@ class SegmentationSession:
             else:
                 before = np.array(eng.mask(tid), copy=True)  # write only what the engine changes
         if job.kind == "click" and job.point_ras is not None:
-            boxes.append(eng.add_click(job.point_ras, job.is_positive, frame="ras", target=tid))
+            boxes.append(eng.add_click(job.point_ras, job.is_positive, frame="ras", target=tid, progress=progress))
             patches, cpp = int(eng.last_stats.get("patches", 0)), int(eng.last_stats.get("cpp_patches", 0))
         elif job.kind in ("undo", "redo"):
             changed = eng.undo(tid) if job.kind == "undo" else eng.redo(tid)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from CTSAM3DLib.engine.progress import ClickProgress
 from CTSAM3DLib.mrml.jobs import ClickCancelled, Job, Outcome, cancellable
 from CTSAM3DLib.mrml.session import SegmentationSession
 
@@ -44,6 +45,12 @@ class ClickWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="CTSAM3D")
         self._event = threading.Event()
         self._pending: deque[tuple[Future, SegmentationSession, Job]] = deque()
+        self._progress: ClickProgress | None = None
+
+    @property
+    def progress(self) -> ClickProgress | None:
+        """The running click's progress (patch i of n, stage, CPP ring) for a status line; None between clicks."""
+        return self._progress
 
     @property
     def busy(self) -> bool:  # jobs queued, running or not yet polled
@@ -55,12 +62,17 @@ class ClickWorker:
         self._pending.append((future, session, job))
         return future
 
-    @staticmethod
-    def _call(event: threading.Event, session: SegmentationSession, job: Job) -> Outcome:
+    def _call(self, event: threading.Event, session: SegmentationSession, job: Job) -> Outcome:
         with cancellable(event):  # read by CancellablePredictor before each network call
             if event.is_set():
                 raise ClickCancelled("Cancelled before it started.")
-            return session.run(job)
+            try:
+                return session.run(job, progress=self._report)
+            finally:
+                self._progress = None
+
+    def _report(self, progress: ClickProgress) -> None:  # on the worker thread; read by the GUI's poll timer
+        self._progress = progress
 
     def cancel(self) -> None:
         """Cancel the running job (at its next network call) and every queued one."""
