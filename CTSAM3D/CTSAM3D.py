@@ -359,19 +359,16 @@ class CTSAM3DWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if result.error is not None:
                 errors.append(result.error)
             else:
-                self._showOutcome(result.outcome)
+                self.ui.statusLabel.text = result.outcome.describe(getattr(self.logic.predictor, "device", "?"))
             if self._prompts and self._parameterNode and result.job.segment_id == self._parameterNode.segmentId:
                 self._prompts.show(*result.clicks_world())
+        if (progress := self.logic.worker.progress) is not None:
+            self.ui.statusLabel.text = f"Segmenting: {progress.describe()}"
         if not self.logic.worker.busy:
             self._timer.stop()
             self.ui.cancelButton.enabled = False
         if errors:
             self._showErrors(errors)
-
-    def _showOutcome(self, outcome: Any) -> None:
-        device = getattr(self.logic.predictor, "device", "?")
-        self.ui.statusLabel.text = (f"{device} | {outcome.seconds * 1000:.0f} ms | {outcome.patches} patches "
-                                    f"({outcome.cpp_patches} by CPP) | {len(outcome.labels)} clicks")
 
     def _showErrors(self, errors: list[BaseException]) -> None:
         """One status line and at most one dialog for all jobs that failed in one poll."""

@@ -38,6 +38,12 @@ class ClickProgress:
     done: int
     total: int
 
+    def describe(self) -> str:
+        """One status line for a GUI: ``"patch 5 of 25 (CPP ring 1)"``."""
+        where = {"click": "clicked patch", "spread": "correction", "cpp": "CPP"}[self.stage]
+        ring = f" ring {self.ring}" if self.ring else ""
+        return f"patch {min(self.done + 1, self.total)} of {self.total} ({where}{ring})"
+
 
 ProgressCallback = Callable[[ClickProgress], None]
 

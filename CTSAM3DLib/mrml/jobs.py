@@ -79,6 +79,11 @@ class Outcome:
     only: np.ndarray | None = None
     seeded: bool = False
 
+    def describe(self, device: object) -> str:
+        """The status line a front end shows after the job (device, time, patches, clicks)."""
+        return (f"{device} | {self.seconds * 1000:.0f} ms | {self.patches} patches ({self.cpp_patches} by CPP) | "
+                f"{len(self.labels)} clicks")
+
 
 class DeviceOutOfMemory(RuntimeError):
     """The device ran out of memory during a job; the segment and the session are as before it."""

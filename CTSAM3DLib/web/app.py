@@ -244,9 +244,7 @@ class CTSAM3DWebApp(TrameApp):
                 if result.error is not None:
                     self._show_error(result.error)
                 elif result.outcome is not None:
-                    out = result.outcome
-                    self.state.status = (f"{self.logic.predictor.device} | {out.seconds * 1000:.0f} ms | "
-                                         f"{out.patches} patches ({out.cpp_patches} by CPP) | {len(out.labels)} clicks")
+                    self.state.status = result.outcome.describe(self.logic.predictor.device)
             if results:
                 self._refresh_segments()
             is_busy = self.workspace.is_busy
@@ -254,6 +252,8 @@ class CTSAM3DWebApp(TrameApp):
                 self.state.busy = is_busy
                 if is_busy:
                     self.state.status = "Segmenting..."
+            if (progress := self.logic.worker.progress) is not None:
+                self.state.status = f"Segmenting: {progress.describe()}"
 
     def _refresh_segments(self) -> None:
         self.state.segments = [dataclasses.asdict(s) for s in self.workspace.segments()]

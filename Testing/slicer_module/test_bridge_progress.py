@@ -35,3 +35,18 @@ def test_engine_and_worker_cancel_raise_one_type():
     from CTSAM3DLib.mrml.jobs import ClickCancelled
 
     assert ClickCancelled is EngineCancelled
+
+
+
+def test_progress_and_outcome_status_lines() -> None:
+    """The lines the Slicer module and the web page show while a click runs and after it."""
+    import numpy as np
+
+    from CTSAM3DLib.engine.progress import ClickProgress
+    from CTSAM3DLib.mrml.jobs import Outcome
+
+    assert ClickProgress("cpp", 1, 4, 25).describe() == "patch 5 of 25 (CPP ring 1)"
+    assert ClickProgress("click", 0, 1, 1).describe() == "patch 1 of 1 (clicked patch)"  # never past the total
+    assert ClickProgress("spread", 2, 0, 3).describe() == "patch 1 of 3 (correction ring 2)"
+    outcome = Outcome(None, True, None, None, np.zeros((2, 3)), (True, False), 0.25, 3, 2)  # type: ignore[arg-type]
+    assert outcome.describe("cpu") == "cpu | 250 ms | 3 patches (2 by CPP) | 2 clicks"
