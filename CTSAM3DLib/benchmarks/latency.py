@@ -349,8 +349,9 @@ def _time_train(variant: str, dev: torch.device, use_amp: bool, steps: int,
     One sample (the U/V patch pair, batch 2) per step, the default recipe's click rounds, CPP
     loss and gradient clipping, fresh random weights; data loading is not included.
     """
+    from CTSAM3DLib.train.algorithm import Algorithm1
     from CTSAM3DLib.train.config import TrainConfig
-    from CTSAM3DLib.train.trainer import Algorithm1, make_optimizer
+    from CTSAM3DLib.train.trainer import make_optimizer
 
     config = TrainConfig(variant=variant, batch_size=1, samples_per_volume=1)
     with torch.random.fork_rng(devices=[]):
