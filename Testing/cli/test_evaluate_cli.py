@@ -96,16 +96,6 @@ def test_cvpr25_rule_groups_and_auc_in_the_report(dataset, checkpoint, tmp_path,
     assert "AUC" in capsys.readouterr().out and "Mean DSC per subject group" in (out / "summary.md").read_text()
 
 
-def test_growcut_baseline_alone(dataset, checkpoint, tmp_path):
-    pytest.importorskip("slicer_core", reason="slicer-core (growcut extra) is not installed")
-    out = tmp_path / "gc_only"
-    rc = _run(["--data", str(dataset / "s0001"), "--output", str(out), "--checkpoint", str(checkpoint),
-               "--clicks", "1,2", "--baseline", "growcut", "--baseline-only", "--max-structures", "1"])
-    assert rc == 0
-    assert list(json.loads((out / "summary.json").read_text())["methods"]) == ["growcut"]
-    assert {r["method"] for r in _read_csv(out / "per_click.csv")} == {"growcut"}
-
-
 def test_growcut_column_only_with_baseline(dataset, checkpoint, tmp_path):
     pytest.importorskip("slicer_core", reason="slicer-core (growcut extra) is not installed")
     out = tmp_path / "gc"
@@ -119,6 +109,12 @@ def test_growcut_column_only_with_baseline(dataset, checkpoint, tmp_path):
     assert {r["structure"] for r in rows} == {"sphere"}  # the larger structure
     first = {r["method"]: (r["click_x"], r["click_y"], r["click_z"]) for r in rows if r["clicks"] == "1"}
     assert first["ctsam3d"] == first["growcut"]
+    # --baseline-only: the same Grow-from-seeds rows, without the model
+    rc = _run(["--data", str(dataset / "s0001"), "--output", str(out / "alone"), "--checkpoint", str(checkpoint),
+               "--clicks", "1,2", "--baseline", "growcut", "--baseline-only", "--max-structures", "1"])
+    assert rc == 0 and list(json.loads((out / "alone" / "summary.json").read_text())["methods"]) == ["growcut"]
+    alone = [(r["clicks"], r["dsc"], r["click_x"]) for r in _read_csv(out / "alone" / "per_click.csv")]
+    assert alone == [(r["clicks"], r["dsc"], r["click_x"]) for r in rows if r["method"] == "growcut"]
 
 
 def test_several_seeds_run_each_structure_once_per_seed(dataset, checkpoint, tmp_path, capsys):
