@@ -12,7 +12,7 @@
 #         --output .gpu_data/eval_hn.tar.xz
 #     python scripts/pack_training_data.py --data ../shared/data/totalseg-format --split val --split test \
 #         --subjects 'chest_*' --subjects 'thorax_*' --output .gpu_data/eval_big.tar.xz
-# then on the device machine, one call after the other while it stays warm (state lives in /tmp/ctsam3d;
+# then on the device machine, one call after the other while it stays warm (state lives in $STAGE_WORK, default $TMPDIR/ctsam3d;
 # the packs are split to keep each call under its 64 MiB):
 #     scripts/gpu_stage.sh train     carry [.gpu_bench, .gpu_data/train.tar.xz]: unpacks them, starts
 #                                    training and the old weights' runs (background)
@@ -23,7 +23,7 @@
 # STAGE_WAIT_S (seconds a call waits), STAGE_SEEDS (0,1,2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-work=/tmp/ctsam3d
+work=${STAGE_WORK:-${TMPDIR:-/tmp}/ctsam3d}
 out=${OUT:-out}
 mkdir -p "$work" "$out"
 export PYTHONPATH=$PWD:$work/site PYTHONUNBUFFERED=1

@@ -189,7 +189,7 @@ def spread_clicks(changed_u: np.ndarray, start_u: IJK, probs: Mapping[IJK, np.nd
     others = [v for v in probs if v not in skip and v != start_u and overlaps(start_u, v)]
     if not others or not changed_u.any():  # e.g. a target's first click: no distance transform to pay for
         return []
-    depth = mask_depth(changed_u)
+    depth = interior_depth(changed_u)
     out = []
     for v in others:
         prob_v = probs[v]
@@ -197,24 +197,6 @@ def spread_clicks(changed_u: np.ndarray, start_u: IJK, probs: Mapping[IJK, np.nd
         if d >= min_depth and (prob_at(prob_v, v, np.asarray(point_v) + np.asarray(v)) >= 0.5) != is_positive:
             out.append((v, point_v))
     return out
-
-
-def mask_depth(mask_zyx: np.ndarray) -> np.ndarray:
-    """`interior_depth` of a patch mask, computed on the box around its foreground only (same values).
-
-    A foreground voxel's nearest background voxel lies within one voxel of the foreground's bounding
-    box (moving a farther one onto that shell brings it nearer and keeps it background), and every
-    voxel outside the box is background (depth 0): a correction's change or a small structure then
-    costs a distance transform of its box, not of the whole 64^3 patch.
-    """
-    mask = np.asarray(mask_zyx, dtype=bool)
-    axes = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]  # z, y, x
-    if not len(axes[0]):
-        return np.zeros(mask.shape)
-    box = tuple(slice(max(int(a[0]) - 1, 0), min(int(a[-1]) + 2, n)) for a, n in zip(axes, mask.shape))
-    depth = np.zeros(mask.shape)
-    depth[box] = interior_depth(mask[box]) if not mask.all() else 1.0
-    return depth
 
 
 def _reach_into_v(shape_zyx: tuple[int, ...], start_u: IJK, start_v: IJK) -> np.ndarray:

@@ -36,6 +36,7 @@ from CTSAM3DLib.io.readers import check_image, sitk_geometry_matrix, volume_to_s
 from CTSAM3DLib.io.volume import Volume
 from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.prompts.click import Click
+from CTSAM3DLib.prompts.simulate import interior_depth
 
 logger = logging.getLogger(__name__)
 __all__ = ["CPP_MODES", "Frame", "PatchState", "Session", "SessionConfig", "TargetSnapshot"]
@@ -437,7 +438,7 @@ class Session:
                   ring: int) -> list[IJK]:
         """Prompt neighbours V from their source patches U with CPP (ring ``ring``); keep those that segment something."""
         if self.cpp_mode == "geometric":
-            depths = {u: planning.mask_depth(patches[u].prob >= 0.5) for u in {u for _, u in pairs}}  # once per U
+            depths = {u: interior_depth(patches[u].prob >= 0.5) for u in {u for _, u in pairs}}  # once per U
             heat = [planning.slab_click(depths[u], u, v, self.config.cpp_reach_depth) for v, u in pairs]
             chosen = [(v, pk) for (v, _), (val, pk) in zip(pairs, heat) if val >= self.config.cpp_min_depth]
         else:

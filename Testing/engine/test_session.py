@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 from CTSAM3DLib import Predictor, Session, SessionConfig
 from CTSAM3DLib.engine import planning
@@ -564,7 +565,7 @@ def test_batches_are_as_even_as_possible() -> None:
         assert sum(sizes) == n and max(sizes) <= 8 and max(sizes) - min(sizes) <= 1 and len(sizes) == -(-n // 8)
 
 
-def test_mask_depth_equals_the_full_patch_distance_transform() -> None:
+def test_interior_depth_on_the_mask_box_equals_the_full_patch_distance_transform() -> None:
     rng = np.random.default_rng(3)
     zz, yy, xx = np.meshgrid(*[np.arange(PATCH_SIZE)] * 3, indexing="ij")
     masks = [np.zeros((PATCH_SIZE,) * 3, bool), np.ones((PATCH_SIZE,) * 3, bool)]
@@ -574,4 +575,5 @@ def test_mask_depth_equals_the_full_patch_distance_transform() -> None:
         masks.append(masks[-1] | (rng.random(masks[-1].shape) < 0.01))
     masks.append(np.pad(np.ones((PATCH_SIZE,) * 3, bool)[1:], ((0, 1), (0, 0), (0, 0))))
     for mask in masks:
-        assert np.array_equal(planning.mask_depth(mask), interior_depth(mask))
+        full = np.ones(mask.shape) if mask.all() else ndimage.distance_transform_edt(mask)
+        assert np.array_equal(interior_depth(mask), full)
