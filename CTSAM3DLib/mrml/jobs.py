@@ -1,17 +1,14 @@
-"""Engine jobs: what the main thread prepares (``Job``), what the engine did (``Outcome``), cancellation, OOM.
+"""Engine jobs: what the main thread prepares (``Job``), what the engine did (``Outcome``), OOM.
 
-A ``Job`` holds no MRML object, so it can run on the worker thread; ``CancellablePredictor`` lets a
-worker job be cancelled between network calls (``cancellable`` marks the thread's running job).
+A ``Job`` holds no MRML object, so it can run on the worker thread. A running job is cancelled by the
+engine's own mechanism (its click progress callback raises ``ClickCancelled``; see ``ClickWorker``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -19,19 +16,6 @@ from CTSAM3DLib.aliases import BBox3D
 from CTSAM3DLib.engine.progress import ClickCancelled  # the engine's own: Session.cancel raises it too
 
 JobKind = Literal["click", "undo", "redo", "reset", "restore"]
-
-_cancel_state = threading.local()  # .event: the running worker job's cancel flag
-
-
-@contextmanager
-def cancellable(event: threading.Event) -> Iterator[None]:
-    """Within this block, ``CancellablePredictor`` calls on this thread raise ``ClickCancelled`` once ``event``
-    is set."""
-    _cancel_state.event = event
-    try:
-        yield
-    finally:
-        _cancel_state.event = None
 
 
 @dataclass(frozen=True)
@@ -94,26 +78,3 @@ def is_out_of_memory(error: BaseException) -> bool:
     import torch
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
-
-class CancellablePredictor:
-    """Wraps a ``Predictor`` so that a worker job can be cancelled between network calls.
-
-    Cancelling raises ``ClickCancelled`` inside the engine before its next encode / decode /
-    CPP call; the engine commits a click only at its end, so its state stays as before.
-    """
-
-    def __init__(self, predictor: Any) -> None:
-        self.predictor = predictor
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.predictor, name)
-        if name not in ("encode", "decode", "cpp"):
-            return attribute
-
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            event = getattr(_cancel_state, "event", None)
-            if event is not None and event.is_set():
-                raise ClickCancelled("Cancelled.")
-            return attribute(*args, **kwargs)
-
-        return checked

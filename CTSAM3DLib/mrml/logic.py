@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from CTSAM3DLib.engine.session import SessionConfig
+from CTSAM3DLib.model.predictor import Predictor
 from CTSAM3DLib.mrml.editor import EditMask, use_labelmap_source
-from CTSAM3DLib.mrml.jobs import CancellablePredictor
 from CTSAM3DLib.mrml.segments import OverwriteMode, checked_overwrite
 from CTSAM3DLib.mrml.session import SegmentationSession
 from CTSAM3DLib.mrml.worker import ClickWorker
@@ -26,7 +26,7 @@ class BridgeLogic:
     """
 
     def __init__(self) -> None:
-        self.predictor: CancellablePredictor | None = None
+        self.predictor: Predictor | None = None
         self.config = SessionConfig()
         self.overwrite: OverwriteMode = "none"
         self.edit_mask = EditMask()
@@ -42,7 +42,7 @@ class BridgeLogic:
         return ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
 
     def load_model(self, path: str | Path | None = None, device: str | None = None,
-                   window_hu: tuple[float, float] | None = None) -> CancellablePredictor:
+                   window_hu: tuple[float, float] | None = None) -> Predictor:
         """Load (once) the bundled default weights (``path`` None, SHA-256 checked) or a checkpoint, e.g. the
         authors' ``params.pth`` with its HU ``window_hu`` (min, max); ``device`` None = first of ``available_devices``.
         """
@@ -58,7 +58,7 @@ class BridgeLogic:
     def set_predictor(self, predictor: Any) -> None:
         """Use this ``Predictor`` from now on (closes the active session; RuntimeError while a job runs)."""
         self._check_idle()
-        self.predictor = predictor if isinstance(predictor, CancellablePredictor) else CancellablePredictor(predictor)
+        self.predictor = predictor
         self._predictor_key = None
         self.close_session()
 

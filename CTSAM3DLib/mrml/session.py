@@ -28,7 +28,7 @@ from CTSAM3DLib.mrml.geometry import (
     check_volume_node, crop, ensure_reference_geometry, ijk_to_ras_matrix, intersect, labelmap_geometry, local_to_world,
     union_boxes, volume_from_image, world_to_local)
 from CTSAM3DLib.mrml.jobs import (
-    CancellablePredictor, ClickCancelled, DeviceOutOfMemory, Job, JobKind, Outcome, is_out_of_memory)
+    ClickCancelled, DeviceOutOfMemory, Job, JobKind, Outcome, is_out_of_memory)
 from CTSAM3DLib.mrml.segments import (
     OverwriteMode, checked_overwrite, labelmap_mtime, overwrite_ids, read_clicks, segment_mask, segment_values,
     show_segment, store_clicks, write_region)
@@ -65,8 +65,6 @@ class SegmentationSession:
         if problem:
             use_labelmap_source(segmentation_node)  # no segments: nothing to convert
         self.volume_node, self.segmentation_node = volume_node, segmentation_node
-        if not isinstance(predictor, CancellablePredictor):
-            predictor = CancellablePredictor(predictor)
         self._engine = Session(predictor, config or SessionConfig())
         self.overwrite = checked_overwrite(overwrite)
         self.edit_mask = EditMask()
@@ -93,9 +91,8 @@ class SegmentationSession:
 
     def matches(self, volume_node: Any, segmentation_node: Any, predictor: Any) -> bool:
         """Whether this session still serves these nodes and this predictor (volume unchanged)."""
-        base = getattr(predictor, "predictor", predictor)
         return (volume_node is self.volume_node and segmentation_node is self.segmentation_node
-                and base is getattr(self._engine.predictor, "predictor", None)
+                and predictor is self._engine.predictor
                 and volume_node.GetImageData() is not None
                 and volume_node.GetImageData().GetMTime() == self._volume_mtime
                 and np.array_equal(ijk_to_ras_matrix(volume_node), self._ijk_to_ras))
@@ -217,7 +214,7 @@ class SegmentationSession:
 
     def _run(self, job: Job, progress: ProgressCallback | None = None) -> Outcome:
         t0, eng, tid = time.perf_counter(), self._engine, job.segment_id
-        boxes, patches, cpp = [self._replay(job)], 0, 0
+        boxes, patches, cpp = [self._replay(job, progress)], 0, 0
         changed, seeded, before = True, False, None
         if job.content is not None and not np.array_equal(job.content, eng.mask(tid)):
             if job.kind in ("click", "restore"):
@@ -250,7 +247,7 @@ class SegmentationSession:
         ras = ijk @ self._ijk_to_ras[:3, :3].T + self._ijk_to_ras[:3, 3]
         return np.vstack([earlier_ras, ras]), earlier_labels + tuple(c.is_positive for c in clicks)
 
-    def _replay(self, job: Job) -> BBox3D | None:
+    def _replay(self, job: Job, progress: ProgressCallback | None = None) -> BBox3D | None:
         """Replay the stored clicks once per session, into a target without clicks; a failed or cancelled
         replay leaves no state, so the next job replays again (the stored clicks are never lost)."""
         tid = job.segment_id
@@ -260,7 +257,7 @@ class SegmentationSession:
         if job.replay_labels and not self._engine.clicks(tid):
             try:
                 for point, label in zip(job.replay_ras, job.replay_labels):
-                    boxes.append(self._engine.add_click(point, label, frame="ras", target=tid))
+                    boxes.append(self._engine.add_click(point, label, frame="ras", target=tid, progress=progress))
             except BaseException:
                 self._engine.remove_target(tid)
                 raise

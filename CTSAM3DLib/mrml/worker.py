@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from CTSAM3DLib.engine.progress import ClickProgress
-from CTSAM3DLib.mrml.jobs import ClickCancelled, Job, Outcome, cancellable
+from CTSAM3DLib.mrml.jobs import ClickCancelled, Job, Outcome
 from CTSAM3DLib.mrml.session import SegmentationSession
 
 
@@ -63,19 +63,21 @@ class ClickWorker:
         return future
 
     def _call(self, event: threading.Event, session: SegmentationSession, job: Job) -> Outcome:
-        with cancellable(event):  # read by CancellablePredictor before each network call
-            if event.is_set():
-                raise ClickCancelled("Cancelled before it started.")
-            try:
-                return session.run(job, progress=self._report)
-            finally:
-                self._progress = None
+        def report(progress: ClickProgress) -> None:  # on the worker thread; read by the GUI's poll timer
+            self._progress = progress
+            if event.is_set():  # the engine's own way to stop a click: raise from its progress callback
+                raise ClickCancelled(f"Click cancelled after {progress.done} of {progress.total} patches; "
+                                     "nothing was changed.")
 
-    def _report(self, progress: ClickProgress) -> None:  # on the worker thread; read by the GUI's poll timer
-        self._progress = progress
+        if event.is_set():
+            raise ClickCancelled("Cancelled before it started.")
+        try:
+            return session.run(job, progress=report)
+        finally:
+            self._progress = None
 
     def cancel(self) -> None:
-        """Cancel the running job (at its next network call) and every queued one."""
+        """Cancel the running job (before its next ring or after its current network batch) and every queued one."""
         self._event.set()
         self._event = threading.Event()
 
