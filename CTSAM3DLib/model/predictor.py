@@ -113,7 +113,7 @@ class Predictor:
         with self._mode():
             prob = torch.sigmoid(self.model.decode_logits(feats, prompt).float())
             for _ in range(refine_passes):
-                prompt = torch.cat([prob.to(prompt.dtype), prompt[:, 1:]], dim=1)
+                prompt[:, :1] = prob  # the prompt is this call's own: Y replaced in place, no copy of the maps
                 prob = torch.sigmoid(self.model.decode_logits(feats, prompt).float())
             return prob
 

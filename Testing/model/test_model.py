@@ -215,3 +215,22 @@ def test_projected_up_block_matches_the_block_and_a_1x1_head(batch: int, chunk: 
     grad_fast = torch.autograd.grad(fast.square().sum(), params)
     grad_ref = torch.autograd.grad(reference.square().sum(), params)
     assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grad_fast, grad_ref))
+
+
+def test_a_refine_pass_decodes_again_with_its_own_answer_as_the_previous_mask() -> None:
+    """``Predictor.decode(refine_passes=1)`` = decode, then decode the same clicks with that answer as Y
+    (the in-place Y of the pass must not leak into the caller's tensors)."""
+    from CTSAM3DLib.model.predictor import Predictor
+
+    torch.manual_seed(3)
+    predictor = Predictor(build_model("compact_geo_skip"), "compact_geo_skip", (-1000.0, 1000.0))
+    image = torch.rand(2, 1, 64, 64, 64)
+    points, labels = torch.tensor([[[30.0, 31.0, 29.0]], [[20.0, 40.0, 33.0]]]), torch.ones(2, 1, dtype=torch.long)
+    prev = torch.rand(2, 1, 64, 64, 64)
+    kept = prev.clone()
+    feats = predictor.encode(image)
+    once = predictor.decode(feats, points, labels, prev, image=image)
+    again = predictor.decode(feats, points, labels, once, image=image)
+    refined = predictor.decode(feats, points, labels, prev, image=image, refine_passes=1)
+    assert torch.allclose(refined, again, atol=1e-6)
+    assert torch.equal(prev, kept)
