@@ -6,6 +6,7 @@ neighbours W; `Algorithm1` is an ``nn.Module`` so that DDP can wrap it.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from CTSAM3DLib.geometry.model_space import MODEL_SPACING_MM
 from CTSAM3DLib.model.ctsam3d import CTSAM3D
 from CTSAM3DLib.model.decoder import PROMPT_CHANNELS
+from CTSAM3DLib.prompts.click import Click
 from CTSAM3DLib.prompts.heatmap import prompt_tensor
 from CTSAM3DLib.prompts.simulate import next_click
 from CTSAM3DLib.train.config import TrainConfig
@@ -33,8 +35,19 @@ def corrective_clicks(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.
     """
     points = np.zeros((pred.shape[0], 1, 3), dtype=np.float32)
     labels = np.full((pred.shape[0], 1), -1, dtype=np.int64)
-    for b in range(pred.shape[0]):
-        click = next_click(pred[b], gt[b], spacing_mm=(MODEL_SPACING_MM,) * 3)
+
+    def click_for(b: int) -> Click | None:
+        return next_click(pred[b], gt[b], spacing_mm=(MODEL_SPACING_MM,) * 3)
+
+    # The distance transforms release the GIL: a GPU step's 32 patches share the process's CPU
+    # threads instead of running one after another (same clicks, in order).
+    workers = min(pred.shape[0], torch.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            clicks = list(pool.map(click_for, range(pred.shape[0])))
+    else:
+        clicks = [click_for(b) for b in range(pred.shape[0])]
+    for b, click in enumerate(clicks):
         if click is not None:
             points[b, 0] = click.point_xyz
             labels[b, 0] = 1 if click.is_positive else 0

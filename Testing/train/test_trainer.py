@@ -39,6 +39,23 @@ def test_corrective_clicks_pick_the_farthest_error_point() -> None:
     assert next_click(pred_fn, gt, (1.5, 1.5, 1.5)).point_xyz == (17.0, 17.0, 17.0)
 
 
+def test_corrective_clicks_on_several_threads_are_the_serial_ones() -> None:
+    """A batch's clicks run on the process's torch threads (GPU steps): same clicks, same order."""
+    rng = np.random.default_rng(4)
+    gts = np.stack([_box(tuple(rng.integers(5, 20, 3)), tuple(rng.integers(30, 60, 3))) for _ in range(6)])
+    preds = np.stack([g ^ (rng.random(g.shape) < 0.01) for g in gts])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = corrective_clicks(preds, gts)
+        torch.set_num_threads(3)
+        pooled = corrective_clicks(preds, gts)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(serial, pooled))
+    assert (serial[1] >= 0).all()
+
+
 class _StubNet(nn.Module):
     """Encoder/decoder stand-in with fixed predictions; records every prompt it is given."""
 
