@@ -156,19 +156,30 @@ def _parse_names(text: str | None) -> list[str] | None:
 
 
 def _scan(data: list[str], split: str | None) -> tuple[list[Subject], list[DataIssue]]:
-    """Subjects of the dataset folders (a single TotalSegmentator subject folder is allowed)."""
-    roots: list[Path] = []
-    only: set[str] = set()
+    """Subjects of the dataset folders, each once (TotalSegmentator subject folders are allowed).
+
+    Subject folders of one dataset share their parent as one scanned root, which keeps only the
+    subjects asked for; a whole dataset folder keeps all of its subjects.
+    """
+    picked: dict[Path, set[str] | None] = {}  # per scanned root: the subject folders asked for, None = all
     for d in map(Path, data):
         if not d.is_dir():
             raise FileNotFoundError(f"Data folder {d} does not exist (or is not a folder). Give a dataset folder "
                                     "in TotalSegmentator, nnU-Net/MSD or multilabel layout.")
         is_subject = (d / TOTALSEG_CT).is_file() and (d / "segmentations").is_dir()
-        roots.append(d.resolve().parent if is_subject else d)
-        if is_subject:
-            only.add(d.resolve().name)
-    scan = scan_datasets(roots, [split] if split else None)
-    subjects = [s for s in scan.subjects if not only or s.subject_id in only]
+        root = d.resolve().parent if is_subject else d.resolve()
+        names = picked.setdefault(root, set())
+        if not is_subject:
+            picked[root] = None
+        elif names is not None:
+            names.add(d.resolve().name)
+
+    def wanted(subject: Subject) -> bool:
+        parents = subject.image_path.resolve().parents
+        return any(root in parents and (names is None or subject.subject_id in names) for root, names in picked.items())
+
+    scan = scan_datasets(list(picked), [split] if split else None)
+    subjects = [s for s in scan.subjects if wanted(s)]
     if split:
         subjects = [s for s in subjects if s.split == split]
     if not subjects:

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,22 @@ def test_growcut_without_slicer_core_is_a_clear_error(dataset, checkpoint, tmp_p
                "--baseline", "growcut"])
     err = capsys.readouterr().err
     assert rc == 2 and "slicer-core" in err and "Traceback" not in err
+
+
+def test_subject_folders_of_one_dataset_are_each_evaluated_once(dataset, tmp_path):
+    """Several subject folders of one dataset were each scanned as their whole parent: every subject
+    came back once per folder given (N folders, N x the work), and a dataset folder given beside a
+    subject folder lost its other subjects."""
+    root = tmp_path / "two"
+    for name in ("s0001", "s0002"):
+        shutil.copytree(dataset / "s0001", root / name)
+    other = tmp_path / "other"
+    shutil.copytree(dataset / "s0001", other / "s0003")
+
+    def ids(*folders: Path) -> list[str]:
+        return sorted(s.subject_id for s in evaluate_cli._scan([str(f) for f in folders], None)[0])
+
+    assert ids(root / "s0001", root / "s0002") == ["s0001", "s0002"]
+    assert ids(root / "s0002") == ["s0002"]
+    assert ids(root / "s0001", other) == ["s0001", "s0003"]
+    assert ids(root, root / "s0001") == ["s0001", "s0002"]
