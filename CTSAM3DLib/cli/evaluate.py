@@ -175,7 +175,7 @@ def _scan(data: list[str], split: str | None) -> tuple[list[Subject], list[DataI
             names.add(d.resolve().name)
 
     def wanted(subject: Subject) -> bool:
-        parents = subject.image_path.resolve().parents
+        parents = subject.image_path.parents  # built under its (resolved) root; resolving would follow symlinks out
         return any(root in parents and (names is None or subject.subject_id in names) for root, names in picked.items())
 
     scan = scan_datasets(list(picked), [split] if split else None)
