@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "51c370e290094b6be89e6ee890580fae905623c1ef55748794d37fe868ad5e2b"
+DEFAULT_WEIGHTS_SHA256 = "f37021a77ceefedd1ee635b36dfeb230afe1245413ebc3d179525895a07c385d"
 
 
 def resources_dir() -> Path:
