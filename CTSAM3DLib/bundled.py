@@ -12,7 +12,7 @@ from pathlib import Path
 # File name of the bundled default weights, under Resources/weights/.
 DEFAULT_WEIGHTS_NAME = "ctsam3d_compact.pt"
 # SHA-256 of the bundled default weights, checked at every load (see docs/MODEL_CARD.md).
-DEFAULT_WEIGHTS_SHA256 = "f37021a77ceefedd1ee635b36dfeb230afe1245413ebc3d179525895a07c385d"
+DEFAULT_WEIGHTS_SHA256 = "f5f372b6818d7a3c795d163a98ed4e36c2ea69cbf2744e5149277367552a485e"
 
 
 def resources_dir() -> Path:
