@@ -92,7 +92,8 @@ class Algorithm1(nn.Module):
             w_of: int ``[K]`` the U patch each W neighbours.
 
         Returns:
-            ``loss`` (to minimise), ``seg_loss`` (mean over rounds), ``cpp_loss``, ``dice_r{n}``
+            ``loss`` (to minimise), ``seg_loss`` (mean over rounds, round 1 weighted by
+            ``first_round_weight``), ``cpp_loss``, ``dice_r{n}``
             (hard Dice of round n's prediction), ``cpp_peak_pos`` / ``cpp_peak_neg`` (mean CPP heatmap
             maximum where the structure continues / does not) and ``cpp_hit`` (fraction of positive
             pairs whose peak lies in the structure), for logging.
@@ -129,7 +130,9 @@ class Algorithm1(nn.Module):
                 points = np.concatenate([points, new_points], axis=1)
                 labels = np.concatenate([labels, new_labels], axis=1)
                 prev = prob
-        seg = torch.stack(seg_terms).mean()
+        weights = torch.ones(len(seg_terms), device=dev)
+        weights[0] = cfg.first_round_weight
+        seg = (torch.stack(seg_terms) * weights).sum() / weights.sum()
         out.update(loss=seg + cfg.cpp_weight * cpp, seg_loss=seg.detach(), cpp_loss=cpp.detach())
         return out
 

@@ -47,6 +47,9 @@ class TrainConfig:
         samples_per_volume: structures (U/V pairs) drawn per volume.
         rounds: click rounds N per sample (round 1: one random foreground click; later rounds
             add the simulated corrective click and feed the previous mask).
+        first_round_weight: weight of round 1's L_seg relative to each later round's (1: the plain
+            mean over rounds, as the paper); above 1 stresses the single-click prediction that
+            every interaction starts from.
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay (not applied to norms and biases).
         betas: AdamW betas.
@@ -129,6 +132,7 @@ class TrainConfig:
     batch_size: int = 2
     samples_per_volume: int = 1
     rounds: int = 5
+    first_round_weight: float = 1.0
     lr: float = 1e-4
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -199,6 +203,8 @@ class TrainConfig:
                      "neighbour_jitter", "data_workers"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.lr > 0, f"lr must be positive, got {self.lr}")
+        need(0 < self.first_round_weight < float("inf"),
+             f"first_round_weight must be positive, got {self.first_round_weight}")
         need(0 < self.emphasis_factor < float("inf"), f"emphasis_factor must be positive, got {self.emphasis_factor}")
         need(all(0 <= w < float("inf") for w in self.group_weights.values())
              and (not self.group_weights or sum(self.group_weights.values()) > 0),

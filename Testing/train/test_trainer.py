@@ -19,6 +19,7 @@ from CTSAM3DLib.model.checkpoint import load_network, save_checkpoint
 from CTSAM3DLib.prompts.simulate import next_click
 from CTSAM3DLib.train import TrainConfig, train
 from CTSAM3DLib.train.algorithm import Algorithm1, corrective_clicks
+from CTSAM3DLib.train.losses import seg_loss
 from CTSAM3DLib.train.trainer import load_train_state, lr_at, rng_state, set_rng_state
 
 
@@ -100,6 +101,35 @@ def test_training_rounds_click_where_the_simulator_says() -> None:
     assert set(out) >= {"loss", "seg_loss", "cpp_loss", "dice_r1", "dice_r2", "dice_r3"}
     out["loss"].backward()
     assert net.w.grad is not None
+
+
+class _PerRoundStub(_StubNet):
+    """Stand-in whose prediction changes with the round (empty, then half the cube, then all)."""
+
+    def __init__(self, per_round: list[torch.Tensor]) -> None:
+        super().__init__(per_round[0])
+        self.per_round = per_round
+
+    def decode_logits(self, feats: list[torch.Tensor], prompt: torch.Tensor) -> torch.Tensor:
+        self.prompts.append(prompt.clone())
+        return self.per_round[len(self.prompts) - 1] + feats[0]
+
+
+def test_first_round_weight_weights_round_one_in_the_segmentation_loss() -> None:
+    gt = _box((10, 10, 10), (31, 31, 31))
+    per_round = [torch.from_numpy(np.where(m, 10.0, -10.0))[None, None].float()
+                 for m in (np.zeros_like(gt), _box((10, 10, 10), (20, 31, 31)), gt)]
+    cfg = TrainConfig(rounds=3, cpp_weight=0.0)
+    terms = [float(seg_loss(lg, torch.from_numpy(gt[None, None].astype(np.float32)), cfg.focal_weight,
+                            cfg.dice_weight, cfg.focal_gamma)) for lg in per_round]
+    for weight in (1.0, 3.0):
+        algo = Algorithm1(_PerRoundStub(per_round), cfg.replace(first_round_weight=weight))  # type: ignore[arg-type]
+        out = algo(torch.zeros(1, 1, 64, 64, 64), gt[None], np.array([[20, 20, 20]], np.float32))
+        expected = (weight * terms[0] + terms[1] + terms[2]) / (weight + 2)
+        assert float(out["seg_loss"]) == pytest.approx(expected, rel=1e-5)
+    assert terms[0] > terms[1] > terms[2]  # so that the two weights give different losses
+    with pytest.raises(ValueError, match="first_round_weight"):
+        TrainConfig(first_round_weight=0.0)
 
 
 def test_lr_schedule() -> None:
